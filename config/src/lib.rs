@@ -1,0 +1,347 @@
+//! Typed settings for Caduceus.
+//!
+//! Settings come from three layers, each overriding the one before: the defaults in this crate
+//! (enough to start a server on `localhost` with no file), an optional TOML file, and environment
+//! variables named `CADUCEUS__SECTION__KEY` (for example `CADUCEUS__SERVER__LISTEN=127.0.0.1:9000`).
+//! `caduceus.example.toml` beside this crate lists every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "CADUCEUS";
+
+/// Separator between the prefix, the section and the key in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// A setting that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+
+    /// A value has the right type but is not allowed.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// All settings of the homeserver.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub registration: RegistrationConfig,
+    pub logging: LoggingConfig,
+}
+
+/// Identity of the server and how it listens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The server name in user IDs (`@alice:SERVER_NAME`). It cannot change once users exist.
+    pub server_name: String,
+    /// The socket address the client API listens on.
+    pub listen: SocketAddr,
+    /// The URL clients use to reach this server, advertised in `/.well-known/matrix/client`.
+    /// Empty means `http://` followed by the `listen` address.
+    pub public_baseurl: String,
+    /// The largest request body the client API accepts, in bytes.
+    pub max_request_body_bytes: usize,
+}
+
+/// Where data is kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The folder that holds the RocksDB database and the signing key. Created if missing.
+    pub data_dir: PathBuf,
+}
+
+/// Who may create an account through `/register`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Allows registration with a token made by `caduceus admin registration-token create`
+    /// (the `m.login.registration_token` stage).
+    pub token: bool,
+    /// Allows anyone to register without a token (the `m.login.dummy` stage). Off by default,
+    /// because only verified professionals should reach the server.
+    pub open: bool,
+}
+
+/// How the server logs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A `tracing` filter directive, such as `info` or `caduceus_server=debug,info`.
+    /// The `RUST_LOG` environment variable takes precedence when it is set.
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+/// The output format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            public_baseurl: String::new(),
+            max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./data") }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self { token: true, open: false }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            registration: RegistrationConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then the `CADUCEUS__*` environment variables,
+    /// and checks the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Loads settings like [`Config::load`], with the environment given as name and value pairs.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env_source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file).format(config::FileFormat::Toml).required(true),
+            );
+        }
+        let config: Config = builder.add_source(env_source).build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The base URL that clients use to reach the server.
+    pub fn public_baseurl(&self) -> String {
+        if self.server.public_baseurl.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_baseurl.trim_end_matches('/').to_owned()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_server_name(&self.server.server_name)
+            .map_err(|problem| ConfigError::Invalid { key: "server.server_name", problem })?;
+
+        if self.server.max_request_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_request_body_bytes",
+                problem: format!(
+                    "is {} but must be at least 1024 bytes",
+                    self.server.max_request_body_bytes
+                ),
+            });
+        }
+
+        let baseurl = &self.server.public_baseurl;
+        if !baseurl.is_empty()
+            && !baseurl.starts_with("http://")
+            && !baseurl.starts_with("https://")
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.public_baseurl",
+                problem: format!("is {baseurl:?} but must start with http:// or https://"),
+            });
+        }
+
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.data_dir",
+                problem: "must not be empty".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a server name against the grammar of the Matrix specification: a DNS name, an IPv4
+/// address or a bracketed IPv6 address, optionally followed by `:port`.
+fn check_server_name(name: &str) -> Result<(), String> {
+    let invalid = |why: &str| Err(format!("is {name:?}, which is not a valid server name: {why}"));
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > 255 {
+        return invalid("it is longer than 255 characters");
+    }
+
+    let (host, port) = if let Some(rest) = name.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return invalid("the IPv6 address has no closing bracket");
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return invalid("the bracketed part is not an IPv6 address");
+        }
+        match after {
+            "" => (None, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return invalid("only ':port' may follow the IPv6 address"),
+            },
+        }
+    } else {
+        match name.rsplit_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(name), None),
+        }
+    };
+
+    if let Some(host) = host {
+        let valid_host = !host.is_empty()
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid_host {
+            return invalid("a host name may contain only letters, digits, '-' and '.'");
+        }
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return invalid("the port is not a number from 0 to 65535");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.server_name, "localhost");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.public_baseurl(), "http://127.0.0.1:8008");
+    }
+
+    #[test]
+    fn example_file_matches_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("caduceus.example.toml");
+        let config = Config::load_with_env(Some(&example), env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("caduceus.toml");
+        std::fs::write(&file, "[server]\nserver_name = \"file.example\"\n").unwrap();
+
+        let config = Config::load_with_env(
+            Some(&file),
+            env(&[
+                ("CADUCEUS__SERVER__SERVER_NAME", "env.example"),
+                ("CADUCEUS__SERVER__LISTEN", "127.0.0.1:9009"),
+                ("CADUCEUS__REGISTRATION__OPEN", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.server_name, "env.example");
+        assert_eq!(config.server.listen.port(), 9009);
+        assert!(config.registration.open);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let error =
+            Config::load_with_env(None, env(&[("CADUCEUS__SERVER__LISTEN", "not-an-address")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("server.listen"), "{error}");
+    }
+
+    #[test]
+    fn invalid_server_name_names_the_key() {
+        let error =
+            Config::load_with_env(None, env(&[("CADUCEUS__SERVER__SERVER_NAME", "bad name")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("server.server_name"), "{error}");
+        assert!(error.contains("bad name"), "{error}");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("caduceus.toml");
+        std::fs::write(&file, "[server]\nserver_nam = \"typo.example\"\n").unwrap();
+        let error = Config::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(error.contains("server_nam"), "{error}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let error = Config::load_with_env(Some(Path::new("/nonexistent/caduceus.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("caduceus.toml"), "{error}");
+    }
+
+    #[test]
+    fn server_names() {
+        for valid in
+            ["localhost", "example.org", "example.org:8448", "127.0.0.1:8008", "[::1]:8448"]
+        {
+            assert!(check_server_name(valid).is_ok(), "{valid} should be valid");
+        }
+        for invalid in ["", "exa mple.org", "example.org:", "example.org:99999", "[::1", "a/b"] {
+            assert!(check_server_name(invalid).is_err(), "{invalid:?} should be invalid");
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! GET /_matrix/client/versions and /.well-known/matrix/{client,server}: how clients and servers
+//! find this homeserver and what it supports.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::service::Services;
+
+/// Spec versions whose endpoints for accounts, devices, profiles, account data, filters and push
+/// rules this server implements. v1.11 and later are left out until authenticated media exists,
+/// because a client that sees v1.11 fetches media only through the authenticated endpoints.
+const VERSIONS: &[&str] =
+    &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"];
+
+pub async fn versions() -> Json<Value> {
+    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+}
+
+pub async fn well_known_client(State(services): State<Arc<Services>>) -> Json<Value> {
+    Json(json!({ "m.homeserver": { "base_url": services.config.public_baseurl() } }))
+}
+
+/// Names the host and port that serves this server name.
+pub async fn well_known_server(State(services): State<Arc<Services>>) -> Json<Value> {
+    let baseurl = services.config.public_baseurl();
+    let authority = baseurl.split_once("://").map_or(baseurl.as_str(), |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    Json(json!({ "m.server": authority }))
+}

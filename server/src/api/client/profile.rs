@@ -1,0 +1,84 @@
+//! /_matrix/client/v3/profile/{userId} and /profile/{userId}/{keyName}: display name, avatar and
+//! extensible profile fields.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use ruma::api::client::profile::{
+    delete_profile_field::v3 as delete_field_v3, get_profile::v3 as get_profile_v3,
+    get_profile_field::v3 as get_field_v3, set_profile_field::v3 as set_field_v3,
+};
+use ruma::profile::ProfileFieldValue;
+use ruma::UserId;
+
+use crate::api::ruma::{Ruma, RumaResponse};
+use crate::error::{Error, Result};
+use crate::service::Services;
+
+/// Profiles of unknown users are answered with 404, as the spec asks.
+fn ensure_user_exists(services: &Services, user_id: &UserId) -> Result<()> {
+    if services.accounts.get_user(user_id)?.is_none() {
+        return Err(Error::not_found("There is no such user on this server"));
+    }
+    Ok(())
+}
+
+fn ensure_own_profile(sender: &UserId, target: &UserId) -> Result<()> {
+    if sender != target {
+        return Err(Error::forbidden("You can only change your own profile"));
+    }
+    Ok(())
+}
+
+pub async fn get_profile(
+    State(services): State<Arc<Services>>,
+    request: Ruma<get_profile_v3::Request>,
+) -> Result<RumaResponse<get_profile_v3::Response>> {
+    let user_id = &request.body.user_id;
+    ensure_user_exists(&services, user_id)?;
+    let mut response = get_profile_v3::Response::new();
+    for (key, value) in services.profiles.get(user_id)? {
+        response.set(key, value);
+    }
+    Ok(response.into())
+}
+
+pub async fn get_field(
+    State(services): State<Arc<Services>>,
+    request: Ruma<get_field_v3::Request>,
+) -> Result<RumaResponse<get_field_v3::Response>> {
+    let body = &request.body;
+    ensure_user_exists(&services, &body.user_id)?;
+    let key = body.field.as_str();
+    let value = services
+        .profiles
+        .get_field(&body.user_id, key)?
+        .ok_or_else(|| Error::not_found(format!("The profile field {key} is not set")))?;
+    let value = ProfileFieldValue::new(key, value)
+        .map_err(|error| anyhow::anyhow!("stored profile field {key} is invalid: {error}"))?;
+    Ok(get_field_v3::Response::new(value).into())
+}
+
+pub async fn set_field(
+    State(services): State<Arc<Services>>,
+    request: Ruma<set_field_v3::Request>,
+) -> Result<RumaResponse<set_field_v3::Response>> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    ensure_own_profile(&sender.user_id, &body.user_id)?;
+    let key = body.value.field_name();
+    let value = body.value.value().into_owned();
+    services.profiles.set_field_by_user(&body.user_id, key.as_str(), Some(value))?;
+    Ok(set_field_v3::Response::new().into())
+}
+
+pub async fn delete_field(
+    State(services): State<Arc<Services>>,
+    request: Ruma<delete_field_v3::Request>,
+) -> Result<RumaResponse<delete_field_v3::Response>> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    ensure_own_profile(&sender.user_id, &body.user_id)?;
+    services.profiles.set_field_by_user(&body.user_id, body.field.as_str(), None)?;
+    Ok(delete_field_v3::Response::new().into())
+}

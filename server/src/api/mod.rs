@@ -1,0 +1,10 @@
+//! The HTTP layer: axum routes, the request extractor and the response conversion.
+//!
+//! Handlers parse with [`ruma::Ruma`], call one service function and shape the response; the
+//! rules live in `service`.
+
+pub mod client;
+mod router;
+pub mod ruma;
+
+pub use router::router;

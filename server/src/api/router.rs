@@ -1,0 +1,120 @@
+//! The route table, and the layers every request passes: CORS, a tracing span, and Matrix
+//! errors for unknown endpoints and methods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{header, Method, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use super::client::{
+    account, capabilities, config, device, discovery, filter, profile, push, register, session,
+};
+use crate::error::{Error, ErrorCode};
+use crate::service::Services;
+
+pub fn router(services: Arc<Services>) -> Router {
+    let client = Router::new()
+        .route("/_matrix/client/versions", get(discovery::versions))
+        .route("/.well-known/matrix/client", get(discovery::well_known_client))
+        .route("/.well-known/matrix/server", get(discovery::well_known_server))
+        .route("/_matrix/client/v3/capabilities", get(capabilities::get_capabilities))
+        .route("/_matrix/client/v3/register", post(register::register))
+        .route("/_matrix/client/v3/register/available", get(register::available))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(register::token_validity),
+        )
+        .route("/_matrix/client/v3/login", get(session::login_types).post(session::login))
+        .route("/_matrix/client/v3/logout", post(session::logout))
+        .route("/_matrix/client/v3/logout/all", post(session::logout_all))
+        .route("/_matrix/client/v3/account/whoami", get(account::whoami))
+        .route("/_matrix/client/v3/account/password", post(account::change_password))
+        .route("/_matrix/client/v3/account/deactivate", post(account::deactivate))
+        .route("/_matrix/client/v3/devices", get(device::list))
+        .route(
+            "/_matrix/client/v3/devices/{deviceId}",
+            get(device::get_device).put(device::update).delete(device::delete),
+        )
+        .route("/_matrix/client/v3/delete_devices", post(device::delete_many))
+        .route("/_matrix/client/v3/profile/{userId}", get(profile::get_profile))
+        .route(
+            "/_matrix/client/v3/profile/{userId}/{keyName}",
+            get(profile::get_field).put(profile::set_field).delete(profile::delete_field),
+        )
+        .route(
+            "/_matrix/client/v3/user/{userId}/account_data/{type}",
+            get(config::get_global).put(config::set_global),
+        )
+        .route(
+            "/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}",
+            get(config::get_room).put(config::set_room),
+        )
+        .route("/_matrix/client/v3/user/{userId}/filter", post(filter::create))
+        .route("/_matrix/client/v3/user/{userId}/filter/{filterId}", get(filter::get_filter))
+        .route("/_matrix/client/v3/pushrules/", get(push::get_all))
+        .route("/_matrix/client/v3/pushrules/global/", get(push::get_global))
+        .route(
+            "/_matrix/client/v3/pushrules/global/{kind}/{ruleId}",
+            get(push::get_rule).put(push::set_rule).delete(push::delete_rule),
+        )
+        .route(
+            "/_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled",
+            get(push::get_enabled).put(push::set_enabled),
+        )
+        .route(
+            "/_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions",
+            get(push::get_actions).put(push::set_actions),
+        );
+
+    client
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(services)
+        // Request bodies are read by the `Ruma` extractor with the configured limit and an
+        // `M_TOO_LARGE` answer; axum's own default limit would answer in plain text.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            // The matched route, not the URI: the query string can carry an access token.
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|path| path.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".to_owned());
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                route,
+                user_id = tracing::field::Empty,
+            )
+        }))
+        .layer(cors())
+}
+
+/// The CORS headers the Client-Server API requires, so web clients on any origin can call it.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+async fn unrecognized() -> Error {
+    Error::new(ErrorCode::Unrecognized { method_not_allowed: false }, "Unrecognized request")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::new(
+        ErrorCode::Unrecognized { method_not_allowed: true },
+        "This method is not allowed on this endpoint",
+    )
+}

@@ -1,0 +1,231 @@
+//! The server's error type and its one mapping to Matrix error responses.
+//!
+//! Handlers and services return [`Error`]. Client mistakes carry an [`ErrorCode`] and a message
+//! meant for the client; our own failures ([`Error::Internal`]) are logged with their details and
+//! reach the client only as a generic `M_UNKNOWN` with status 500.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::storage::StorageError;
+
+/// A Matrix error code (`errcode`), with the extra fields some codes carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    Forbidden,
+    UnknownToken { soft_logout: bool },
+    MissingToken,
+    UserLocked,
+    BadJson,
+    NotJson,
+    NotFound,
+    LimitExceeded { retry_after: Option<Duration> },
+    Unrecognized { method_not_allowed: bool },
+    Unknown,
+    Unauthorized,
+    UserDeactivated,
+    UserInUse,
+    InvalidUsername,
+    Exclusive,
+    GuestAccessForbidden,
+    InvalidParam,
+    MissingParam,
+    TooLarge,
+    WeakPassword,
+    KeyTooLarge,
+    ProfileTooLarge,
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::UserLocked => "M_USER_LOCKED",
+            Self::BadJson => "M_BAD_JSON",
+            Self::NotJson => "M_NOT_JSON",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
+            Self::Unrecognized { .. } => "M_UNRECOGNIZED",
+            Self::Unknown => "M_UNKNOWN",
+            Self::Unauthorized => "M_UNAUTHORIZED",
+            Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::UserInUse => "M_USER_IN_USE",
+            Self::InvalidUsername => "M_INVALID_USERNAME",
+            Self::Exclusive => "M_EXCLUSIVE",
+            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::MissingParam => "M_MISSING_PARAM",
+            Self::TooLarge => "M_TOO_LARGE",
+            Self::WeakPassword => "M_WEAK_PASSWORD",
+            Self::KeyTooLarge => "M_KEY_TOO_LARGE",
+            Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+        }
+    }
+
+    /// The HTTP status the specification gives this code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Forbidden
+            | Self::UserDeactivated
+            | Self::GuestAccessForbidden
+            | Self::UserLocked => StatusCode::FORBIDDEN,
+            Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unrecognized { method_not_allowed: true } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unrecognized { method_not_allowed: false } => StatusCode::NOT_FOUND,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadJson
+            | Self::NotJson
+            | Self::Unknown
+            | Self::UserInUse
+            | Self::InvalidUsername
+            | Self::Exclusive
+            | Self::InvalidParam
+            | Self::MissingParam
+            | Self::WeakPassword
+            | Self::KeyTooLarge
+            | Self::ProfileTooLarge => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The body of a user-interactive authentication (UIA) challenge, answered with status 401.
+#[derive(Debug, Clone)]
+pub struct UiaChallenge {
+    /// The stage lists, any one of which completes the authentication.
+    pub flows: Vec<Vec<String>>,
+    pub completed: Vec<String>,
+    pub session: String,
+    pub params: Map<String, Value>,
+    /// Why the last stage submitted failed, if it did.
+    pub stage_error: Option<(ErrorCode, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The client's request was wrong or not allowed.
+    #[error("{code:?}: {message}")]
+    Matrix { code: ErrorCode, message: String, status: Option<StatusCode> },
+
+    /// The request needs (more) user-interactive authentication.
+    #[error("user-interactive authentication required")]
+    Uia(Box<UiaChallenge>),
+
+    /// Our own failure; details are logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Matrix { code, message: message.into(), status: None }
+    }
+
+    /// An error with a status other than the code's usual one, as some endpoints specify.
+    pub fn with_status(code: ErrorCode, status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Matrix { code, message: message.into(), status: Some(status) }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadJson, message)
+    }
+
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParam, message)
+    }
+
+    /// The errcode this error is sent with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Matrix { code, .. } => code.clone(),
+            Self::Uia(_) => ErrorCode::Unauthorized,
+            Self::Internal(_) => ErrorCode::Unknown,
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(error: StorageError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+fn error_body(code: &ErrorCode, message: &str) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("errcode".to_owned(), json!(code.as_str()));
+    body.insert("error".to_owned(), json!(message));
+    match code {
+        ErrorCode::UnknownToken { soft_logout } => {
+            body.insert("soft_logout".to_owned(), json!(soft_logout));
+        }
+        ErrorCode::LimitExceeded { retry_after: Some(retry_after) } => {
+            body.insert("retry_after_ms".to_owned(), json!(retry_after.as_millis() as u64));
+        }
+        _ => {}
+    }
+    body
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Matrix { code, message, status } => {
+                let status = status.unwrap_or_else(|| code.status());
+                let mut response = (status, axum::Json(Value::Object(error_body(&code, &message))))
+                    .into_response();
+                if let ErrorCode::LimitExceeded { retry_after: Some(retry_after) } = code {
+                    // Retry-After is in whole seconds; round up so a client never retries early.
+                    let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                        response.headers_mut().insert(header::RETRY_AFTER, value);
+                    }
+                }
+                response
+            }
+            Self::Uia(challenge) => {
+                let mut body = match &challenge.stage_error {
+                    Some((code, message)) => error_body(code, message),
+                    None => Map::new(),
+                };
+                let flows: Vec<Value> =
+                    challenge.flows.iter().map(|stages| json!({ "stages": stages })).collect();
+                body.insert("flows".to_owned(), json!(flows));
+                body.insert("params".to_owned(), Value::Object(challenge.params));
+                body.insert("session".to_owned(), json!(challenge.session));
+                if !challenge.completed.is_empty() {
+                    body.insert("completed".to_owned(), json!(challenge.completed));
+                }
+                (StatusCode::UNAUTHORIZED, axum::Json(Value::Object(body))).into_response()
+            }
+            Self::Internal(error) => {
+                tracing::error!(error = ?error, "request failed with an internal error");
+                let body = error_body(&ErrorCode::Unknown, "Internal server error");
+                (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(Value::Object(body))).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The `caduceus` binary: serves the homeserver, or runs an administration command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use caduceus_config::{Config, LogFormat};
+use caduceus_server::admin::{self, AdminCommand};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Caduceus, a Matrix homeserver for verified healthcare professionals.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML settings file; without it the embedded defaults apply (see caduceus.example.toml).
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the homeserver (the default when no command is given).
+    Serve,
+    /// Administer accounts and registration, on a running server or on a stopped one's data dir.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCli,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCli {
+    /// Create an account.
+    CreateUser {
+        /// The localpart of the new user ID, such as `alice` for @alice:SERVER_NAME.
+        username: String,
+        /// The password; read from the CADUCEUS_PASSWORD environment variable when omitted.
+        #[arg(long, env = "CADUCEUS_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Make the account a server administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Manage the tokens that let people register.
+    RegistrationToken {
+        #[command(subcommand)]
+        command: TokenCli,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCli {
+    /// Create a token and print it.
+    Create {
+        /// The token text; random when omitted. 1 to 64 characters from [A-Za-z0-9._~-].
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations the token allows; unlimited when omitted.
+        #[arg(long)]
+        uses_allowed: Option<u64>,
+        /// Days until the token expires; never when omitted.
+        #[arg(long)]
+        expires_in_days: Option<u64>,
+    },
+    /// List every token with its state and uses.
+    List,
+    /// Revoke a token so it admits no more registrations.
+    Revoke { token: String },
+}
+
+impl From<AdminCli> for AdminCommand {
+    fn from(command: AdminCli) -> Self {
+        match command {
+            AdminCli::CreateUser { username, password, admin } => {
+                AdminCommand::CreateUser { username, password, admin }
+            }
+            AdminCli::RegistrationToken {
+                command: TokenCli::Create { token, uses_allowed, expires_in_days },
+            } => AdminCommand::RegistrationTokenCreate { token, uses_allowed, expires_in_days },
+            AdminCli::RegistrationToken { command: TokenCli::List } => {
+                AdminCommand::RegistrationTokenList
+            }
+            AdminCli::RegistrationToken { command: TokenCli::Revoke { token } } => {
+                AdminCommand::RegistrationTokenRevoke { token }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("caduceus: {error}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("caduceus: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            init_logging(&config);
+            match runtime.block_on(caduceus_server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "the server stopped with an error"
+                    );
+                    eprintln!("caduceus: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin { command } => runtime.block_on(run_admin(config, command.into())),
+    }
+}
+
+async fn run_admin(config: Config, command: AdminCommand) -> ExitCode {
+    let output = match admin::run_anywhere(&config, command).await {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!("caduceus admin: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if output.success {
+        println!("{}", output.text);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("caduceus admin: {}", output.text);
+        ExitCode::FAILURE
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

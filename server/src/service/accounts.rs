@@ -1,0 +1,356 @@
+//! Accounts, passwords, access tokens and devices.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use rand::distributions::{Alphanumeric, Uniform};
+use rand::{Rng, RngCore};
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
+
+use super::now_ms;
+use crate::error::{Error, ErrorCode, Result};
+use crate::storage::codec::prefix;
+use crate::storage::tables::{
+    AccessTokenRecord, DeviceRecord, UserRecord, ACCESS_TOKENS, DEVICES, USERS,
+};
+use crate::storage::Db;
+
+/// Shortest password accepted at registration and on password change.
+pub const MIN_PASSWORD_LENGTH: usize = 8;
+
+/// Longest password accepted, in bytes; longer ones would only make hashing a denial of service.
+pub const MAX_PASSWORD_LENGTH: usize = 1024;
+
+/// The user and device behind an access token.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token_hash: Vec<u8>,
+}
+
+/// A new login: the token is returned once and then only its hash is kept.
+#[derive(Debug)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+/// A device as listed to its owner.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub device_id: OwnedDeviceId,
+    pub record: DeviceRecord,
+}
+
+pub struct Accounts {
+    db: Arc<Db>,
+    server_name: OwnedServerName,
+    /// Serialises the check-then-create step of registration, so two requests for one user ID
+    /// cannot both succeed.
+    create_lock: std::sync::Mutex<()>,
+}
+
+impl Accounts {
+    pub fn new(db: Arc<Db>, server_name: OwnedServerName) -> Self {
+        Self { db, server_name, create_lock: std::sync::Mutex::new(()) }
+    }
+
+    /// Checks a requested localpart: the characters the spec allows for new user IDs, and
+    /// free on this server. Returns the full user ID.
+    pub fn check_available(&self, localpart: &str) -> Result<OwnedUserId> {
+        let valid_chars = !localpart.is_empty()
+            && localpart
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b));
+        if !valid_chars {
+            return Err(Error::new(
+                ErrorCode::InvalidUsername,
+                "A username may contain only lowercase letters, digits and . _ = - / +",
+            ));
+        }
+        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|_| Error::new(ErrorCode::InvalidUsername, "The username is too long"))?;
+        if user_id.as_str().len() > 255 {
+            return Err(Error::new(ErrorCode::InvalidUsername, "The username is too long"));
+        }
+        if self.db.get(&USERS, &user_id.to_string())?.is_some() {
+            return Err(Error::new(ErrorCode::UserInUse, "That username is already taken"));
+        }
+        Ok(user_id)
+    }
+
+    pub fn get_user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
+        Ok(self.db.get(&USERS, &user_id.to_string())?)
+    }
+
+    /// Whether the user exists and is not deactivated.
+    pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get_user(user_id)?.is_some_and(|user| !user.deactivated))
+    }
+
+    /// Creates an account. Fails with `M_USER_IN_USE` if the user ID was taken meanwhile.
+    pub async fn create_user(
+        &self,
+        localpart: &str,
+        password: Option<&str>,
+        admin: bool,
+    ) -> Result<OwnedUserId> {
+        let password_hash = match password {
+            Some(password) => Some(hash_password(password).await?),
+            None => None,
+        };
+
+        let _guard = self.create_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let user_id = self.check_available(localpart)?;
+        let record = UserRecord { password_hash, created_ts: now_ms(), deactivated: false, admin };
+        self.db.put(&USERS, &user_id.to_string(), &record)?;
+        tracing::info!(user_id = %user_id, "account created");
+        Ok(user_id)
+    }
+
+    /// Checks a user's password. Unknown and deactivated users never match.
+    pub async fn verify_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        let Some(user) = self.get_user(user_id)? else {
+            // Hash anyway so that the answer takes as long for unknown users as for known ones.
+            let _ = hash_password(password).await;
+            return Ok(false);
+        };
+        let Some(stored) = user.password_hash else { return Ok(false) };
+        if password.len() > MAX_PASSWORD_LENGTH {
+            return Ok(false);
+        }
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored)
+                .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        })
+        .await?
+        .map_err(|error| anyhow::anyhow!("stored password hash is invalid: {error}"))?;
+        Ok(matches)
+    }
+
+    pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let hash = hash_password(password).await?;
+        let mut user = self.get_user(user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        user.password_hash = Some(hash);
+        self.db.put(&USERS, &user_id.to_string(), &user)?;
+        Ok(())
+    }
+
+    /// Creates a device, or reuses `device_id` if the user already has it, and issues a new
+    /// access token for it. A reused device's previous token stops working.
+    pub fn create_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+    ) -> Result<Session> {
+        let device_id = device_id.unwrap_or_else(generate_device_id);
+        let device_key = (user_id.to_string(), device_id.to_string());
+        let existing = self.db.get(&DEVICES, &device_key)?;
+
+        let access_token = generate_access_token();
+        let token_hash = hash_token(&access_token);
+        let now = now_ms();
+
+        let mut batch = self.db.batch();
+        let device = match existing {
+            Some(mut device) => {
+                if let Some(old_hash) = device.access_token_hash.take() {
+                    batch.delete(&ACCESS_TOKENS, &old_hash);
+                }
+                if display_name.is_some() {
+                    device.display_name = display_name;
+                }
+                device.access_token_hash = Some(token_hash.clone());
+                device
+            }
+            None => DeviceRecord {
+                display_name,
+                created_ts: now,
+                access_token_hash: Some(token_hash.clone()),
+                last_seen_ts: Some(now),
+                last_seen_ip: None,
+            },
+        };
+        batch.put(&DEVICES, &device_key, &device);
+        batch.put(
+            &ACCESS_TOKENS,
+            &token_hash,
+            &AccessTokenRecord {
+                user_id: user_id.to_string(),
+                device_id: device_id.to_string(),
+                created_ts: now,
+            },
+        );
+        self.db.commit(batch)?;
+        tracing::info!(user_id = %user_id, device_id = %device_id, "session created");
+
+        Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
+    }
+
+    /// Looks up the user and device behind an access token.
+    pub fn authenticate(&self, access_token: &str) -> Result<Option<Sender>> {
+        let token_hash = hash_token(access_token);
+        let Some(record) = self.db.get(&ACCESS_TOKENS, &token_hash)? else {
+            return Ok(None);
+        };
+        let user_id = UserId::parse(&record.user_id)
+            .map_err(|e| anyhow::anyhow!("stored user ID {:?} is invalid: {e}", record.user_id))?;
+        Ok(Some(Sender {
+            user_id,
+            device_id: record.device_id.into(),
+            access_token_hash: token_hash,
+        }))
+    }
+
+    pub fn list_devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
+        let records = self.db.scan_prefix(&DEVICES, &prefix(&[user_id.as_str()]))?;
+        Ok(records
+            .into_iter()
+            .map(|((_, device_id), record)| Device { device_id: device_id.into(), record })
+            .collect())
+    }
+
+    pub fn get_device(&self, user_id: &UserId, device_id: &str) -> Result<Option<Device>> {
+        let key = (user_id.to_string(), device_id.to_owned());
+        Ok(self
+            .db
+            .get(&DEVICES, &key)?
+            .map(|record| Device { device_id: device_id.into(), record }))
+    }
+
+    /// Renames a device. Returns false if the user has no such device.
+    pub fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<String>,
+    ) -> Result<bool> {
+        let key = (user_id.to_string(), device_id.to_owned());
+        let Some(mut device) = self.db.get(&DEVICES, &key)? else { return Ok(false) };
+        device.display_name = display_name;
+        self.db.put(&DEVICES, &key, &device)?;
+        Ok(true)
+    }
+
+    /// Deletes devices and revokes their access tokens; device IDs the user does not have are
+    /// skipped.
+    pub fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        let mut batch = self.db.batch();
+        for device_id in device_ids {
+            let key = (user_id.to_string(), device_id.clone());
+            if let Some(device) = self.db.get(&DEVICES, &key)? {
+                if let Some(token_hash) = device.access_token_hash {
+                    batch.delete(&ACCESS_TOKENS, &token_hash);
+                }
+                batch.delete(&DEVICES, &key);
+            }
+        }
+        self.db.commit(batch)?;
+        tracing::info!(user_id = %user_id, count = device_ids.len(), "devices deleted");
+        Ok(())
+    }
+
+    /// Deletes every device of a user except `keep`, revoking their tokens.
+    pub fn delete_other_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
+        let device_ids: Vec<String> = self
+            .list_devices(user_id)?
+            .into_iter()
+            .map(|device| device.device_id.to_string())
+            .filter(|device_id| Some(device_id.as_str()) != keep)
+            .collect();
+        self.delete_devices(user_id, &device_ids)
+    }
+
+    /// Deactivates an account: it can no longer log in and all its devices are deleted.
+    pub fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        self.delete_other_devices(user_id, None)?;
+        let mut user = self.get_user(user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        user.deactivated = true;
+        user.password_hash = None;
+        self.db.put(&USERS, &user_id.to_string(), &user)?;
+        tracing::info!(user_id = %user_id, "account deactivated");
+        Ok(())
+    }
+
+    /// Records when and from where a device was last used, at most once a minute per device so
+    /// that authenticated reads do not each cost a synced write.
+    pub fn touch_device(&self, sender: &Sender, ip: Option<String>) -> Result<()> {
+        const TOUCH_INTERVAL_MS: u64 = 60_000;
+        let key = (sender.user_id.to_string(), sender.device_id.to_string());
+        let Some(mut device) = self.db.get(&DEVICES, &key)? else { return Ok(()) };
+        let now = now_ms();
+        let stale =
+            device.last_seen_ts.is_none_or(|seen| now.saturating_sub(seen) >= TOUCH_INTERVAL_MS);
+        if stale || (ip.is_some() && device.last_seen_ip != ip) {
+            device.last_seen_ts = Some(now);
+            if ip.is_some() {
+                device.last_seen_ip = ip;
+            }
+            self.db.put(&DEVICES, &key, &device)?;
+        }
+        Ok(())
+    }
+
+    pub fn list_users(&self) -> Result<Vec<(String, UserRecord)>> {
+        Ok(self.db.scan_all(&USERS)?)
+    }
+}
+
+/// Checks a new password against the length rules.
+pub fn check_new_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(Error::new(
+            ErrorCode::WeakPassword,
+            format!("The password must be at least {MIN_PASSWORD_LENGTH} characters long"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_LENGTH {
+        return Err(Error::new(
+            ErrorCode::WeakPassword,
+            format!("The password must be at most {MAX_PASSWORD_LENGTH} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
+/// Hashes a password with argon2id (the crate's default parameters) off the async threads.
+async fn hash_password(password: &str) -> Result<String> {
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
+    })
+    .await?
+    .map_err(|error| anyhow::anyhow!("password hashing failed: {error}"))?;
+    Ok(hash)
+}
+
+/// SHA-256 of an access token, the only form in which tokens are stored.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A new access token: 256 random bits, URL-safe base64 behind a recognisable prefix.
+fn generate_access_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("cad_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn generate_device_id() -> OwnedDeviceId {
+    let letters = Uniform::new_inclusive(b'A', b'Z');
+    let id: String = rand::thread_rng().sample_iter(letters).take(10).map(char::from).collect();
+    id.into()
+}
+
+/// A random alphanumeric string, for session IDs and registration tokens.
+pub fn random_string(length: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
+}

@@ -1,0 +1,69 @@
+//! Domain logic. Each service owns its tables (see `storage::tables`) and no other service
+//! opens them; handlers call one service function per request.
+
+pub mod account_data;
+pub mod accounts;
+pub mod filters;
+pub mod profiles;
+pub mod push_rules;
+pub mod registration_tokens;
+pub mod uia;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use caduceus_config::Config;
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+
+use crate::error::{Error, Result};
+use crate::storage::Db;
+
+/// Everything a request handler can reach.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub accounts: accounts::Accounts,
+    pub uia: uia::Uia,
+    pub profiles: profiles::Profiles,
+    pub account_data: Arc<account_data::AccountData>,
+    pub filters: filters::Filters,
+    pub push_rules: push_rules::PushRules,
+    pub registration_tokens: registration_tokens::RegistrationTokens,
+}
+
+impl Services {
+    pub fn new(config: Config, db: Arc<Db>) -> anyhow::Result<Arc<Self>> {
+        let server_name = OwnedServerName::try_from(config.server.server_name.as_str())?;
+        let account_data = Arc::new(account_data::AccountData::new(db.clone()));
+        Ok(Arc::new(Self {
+            server_name: server_name.clone(),
+            accounts: accounts::Accounts::new(db.clone(), server_name),
+            uia: uia::Uia::new(),
+            profiles: profiles::Profiles::new(db.clone()),
+            account_data: account_data.clone(),
+            filters: filters::Filters::new(db.clone()),
+            push_rules: push_rules::PushRules::new(account_data),
+            registration_tokens: registration_tokens::RegistrationTokens::new(db),
+            config,
+        }))
+    }
+
+    /// Parses a user ID or a bare localpart as a user of this server.
+    pub fn local_user_id(&self, user: &str) -> Result<OwnedUserId> {
+        let parsed = if user.starts_with('@') {
+            UserId::parse(user)
+        } else {
+            UserId::parse_with_server_name(user.to_lowercase(), &self.server_name)
+        };
+        match parsed {
+            Ok(user_id) if user_id.server_name() == self.server_name => Ok(user_id),
+            Ok(_) => Err(Error::forbidden("That user is not on this server")),
+            Err(_) => Err(Error::invalid_param(format!("{user:?} is not a valid user ID"))),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,95 @@
+//! Key encodings that sort the way tables are scanned.
+//!
+//! String parts are UTF-8 followed by a `0xFF` separator, a byte that never occurs in UTF-8, so
+//! the keys of one user (or one user and room) form a contiguous range that [`prefix`] selects.
+//! Integers are big-endian so that they sort numerically.
+
+/// The byte after each string part of a composite key.
+pub const SEPARATOR: u8 = 0xFF;
+
+/// Encoding and decoding of a table's keys.
+pub trait KeyCodec: Sized {
+    fn encode_key(&self) -> Vec<u8>;
+    fn decode_key(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// Builds the scan prefix that selects every key starting with these string parts.
+pub fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(SEPARATOR);
+    }
+    bytes
+}
+
+fn split_parts(bytes: &[u8], count: usize) -> Result<Vec<String>, String> {
+    let parts: Vec<&[u8]> = bytes.split(|byte| *byte == SEPARATOR).collect();
+    // A key of `count` parts ends with a separator, so splitting yields one empty tail.
+    if parts.len() != count + 1 || !parts[count].is_empty() {
+        return Err(format!("expected a key of {count} parts, found {} bytes", bytes.len()));
+    }
+    parts[..count]
+        .iter()
+        .map(|part| String::from_utf8(part.to_vec()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl KeyCodec for String {
+    fn encode_key(&self) -> Vec<u8> {
+        prefix(&[self])
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        Ok(split_parts(bytes, 1)?.remove(0))
+    }
+}
+
+impl KeyCodec for (String, String) {
+    fn encode_key(&self) -> Vec<u8> {
+        prefix(&[&self.0, &self.1])
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        let mut parts = split_parts(bytes, 2)?.into_iter();
+        Ok((parts.next().unwrap_or_default(), parts.next().unwrap_or_default()))
+    }
+}
+
+impl KeyCodec for (String, String, String) {
+    fn encode_key(&self) -> Vec<u8> {
+        prefix(&[&self.0, &self.1, &self.2])
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        let mut parts = split_parts(bytes, 3)?.into_iter();
+        Ok((
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        ))
+    }
+}
+
+/// Raw bytes, such as a token hash, used as they are.
+impl KeyCodec for Vec<u8> {
+    fn encode_key(&self) -> Vec<u8> {
+        self.clone()
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl KeyCodec for u64 {
+    fn encode_key(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        let array: [u8; 8] =
+            bytes.try_into().map_err(|_| format!("expected 8 bytes, found {}", bytes.len()))?;
+        Ok(u64::from_be_bytes(array))
+    }
+}

@@ -1,0 +1,97 @@
+//! The catalogue of tables: every column family, its key, its record type and the service that
+//! owns it. Only the owning service reads or writes a table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::Table;
+
+/// Every column family, created when the database opens.
+pub const ALL: &[&str] = &[
+    META.name(),
+    USERS.name(),
+    ACCESS_TOKENS.name(),
+    DEVICES.name(),
+    PROFILES.name(),
+    ACCOUNT_DATA.name(),
+    FILTERS.name(),
+    REGISTRATION_TOKENS.name(),
+];
+
+/// Database-wide values such as the schema version. Owner: storage.
+pub const META: Table<String, Value> = Table::new("meta");
+
+/// Accounts by full user ID. Owner: `service::accounts`.
+pub const USERS: Table<String, UserRecord> = Table::new("users");
+
+/// Access tokens by the SHA-256 of the token; the token itself is never stored.
+/// Owner: `service::accounts`.
+pub const ACCESS_TOKENS: Table<Vec<u8>, AccessTokenRecord> = Table::new("access_tokens");
+
+/// Devices by (user ID, device ID). Owner: `service::accounts`.
+pub const DEVICES: Table<(String, String), DeviceRecord> = Table::new("devices");
+
+/// Profiles by user ID. Owner: `service::profiles`.
+pub const PROFILES: Table<String, ProfileRecord> = Table::new("profiles");
+
+/// Account data by (user ID, room ID or empty for global data, event type); the value is the
+/// event content as the client sent it. Owner: `service::account_data`.
+pub const ACCOUNT_DATA: Table<(String, String, String), Box<RawValue>> = Table::new("account_data");
+
+/// Stored filters by (user ID, filter ID). Owner: `service::filters`.
+pub const FILTERS: Table<(String, String), Box<RawValue>> = Table::new("filters");
+
+/// Registration tokens by the token. Owner: `service::registration_tokens`.
+pub const REGISTRATION_TOKENS: Table<String, RegistrationTokenRecord> =
+    Table::new("registration_tokens");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Argon2id hash in PHC string format; `None` for accounts that cannot log in by password.
+    pub password_hash: Option<String>,
+    pub created_ts: u64,
+    #[serde(default)]
+    pub deactivated: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub created_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub display_name: Option<String>,
+    pub created_ts: u64,
+    /// Hash of the device's current access token, so deleting the device revokes it.
+    pub access_token_hash: Option<Vec<u8>>,
+    pub last_seen_ts: Option<u64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// A profile: display name, avatar and extensible fields with namespaced keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// Every field, including `displayname` and `avatar_url`, by key.
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistrationTokenRecord {
+    /// How many registrations the token allows; `None` for unlimited.
+    pub uses_allowed: Option<u64>,
+    /// How many registrations completed with it.
+    pub completed: u64,
+    /// Milliseconds since the Unix epoch after which the token is invalid.
+    pub expiry_ts: Option<u64>,
+    pub created_ts: u64,
+    #[serde(default)]
+    pub revoked: bool,
+}
