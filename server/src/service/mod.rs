@@ -7,6 +7,7 @@ pub mod filters;
 pub mod profiles;
 pub mod push_rules;
 pub mod registration_tokens;
+pub mod stream;
 pub mod uia;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Services {
     pub filters: filters::Filters,
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
+    pub stream: Arc<stream::Stream>,
 }
 
 impl Services {
@@ -43,7 +45,8 @@ impl Services {
             account_data: account_data.clone(),
             filters: filters::Filters::new(db.clone()),
             push_rules: push_rules::PushRules::new(account_data),
-            registration_tokens: registration_tokens::RegistrationTokens::new(db),
+            registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
+            stream: Arc::new(stream::Stream::open(db)?),
             config,
         }))
     }
