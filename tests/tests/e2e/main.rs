@@ -11,3 +11,4 @@ mod errors;
 mod profile;
 mod push_rules;
 mod restart;
+mod rooms;
