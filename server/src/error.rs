@@ -37,6 +37,8 @@ pub enum ErrorCode {
     WeakPassword,
     KeyTooLarge,
     ProfileTooLarge,
+    CannotOverwriteMedia,
+    NotYetUploaded,
 }
 
 impl ErrorCode {
@@ -64,6 +66,8 @@ impl ErrorCode {
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::KeyTooLarge => "M_KEY_TOO_LARGE",
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
         }
     }
 
@@ -82,6 +86,8 @@ impl ErrorCode {
             Self::Unrecognized { method_not_allowed: true } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unrecognized { method_not_allowed: false } => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CannotOverwriteMedia => StatusCode::CONFLICT,
+            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             Self::BadJson
             | Self::NotJson
             | Self::Unknown

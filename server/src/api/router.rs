@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{header, Method, Request};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use super::client::{
-    account, capabilities, config, device, discovery, filter, profile, push, register, session,
+    account, authenticated_media, capabilities, config, device, discovery, filter, media, profile,
+    push, register, session,
 };
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
@@ -69,7 +70,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions",
             get(push::get_actions).put(push::set_actions),
-        );
+        )
+        .merge(media_routes());
 
     client
         .fallback(unrecognized)
@@ -93,6 +95,38 @@ pub fn router(services: Arc<Services>) -> Router {
             )
         }))
         .layer(cors())
+}
+
+fn media_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/_matrix/client/v1/media/config", get(authenticated_media::get_media_config))
+        .route(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}",
+            get(authenticated_media::get_content),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}",
+            get(authenticated_media::get_content_as_filename),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}",
+            get(authenticated_media::get_content_thumbnail),
+        )
+        .route("/_matrix/client/v1/media/preview_url", get(authenticated_media::get_media_preview))
+        .route("/_matrix/media/v1/create", post(media::create_mxc_uri))
+        .route("/_matrix/media/v3/upload", post(media::create_content))
+        .route("/_matrix/media/v3/upload/{serverName}/{mediaId}", put(media::create_content_async))
+        .route("/_matrix/media/v3/config", get(media::get_media_config))
+        .route("/_matrix/media/v3/download/{serverName}/{mediaId}", get(media::get_content))
+        .route(
+            "/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}",
+            get(media::get_content_as_filename),
+        )
+        .route(
+            "/_matrix/media/v3/thumbnail/{serverName}/{mediaId}",
+            get(media::get_content_thumbnail),
+        )
+        .route("/_matrix/media/v3/preview_url", get(media::get_media_preview))
 }
 
 /// The CORS headers the Client-Server API requires, so web clients on any origin can call it.
