@@ -36,6 +36,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
     pub media: MediaConfig,
+    pub rooms: RoomsConfig,
     pub logging: LoggingConfig,
 }
 
@@ -87,6 +88,20 @@ pub struct MediaConfig {
     /// How many media IDs from `POST /_matrix/media/v1/create` one user may hold without
     /// having uploaded their content yet.
     pub max_pending_uploads: u32,
+}
+
+/// Defaults for new rooms.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// The room version of rooms created without one: "10", "11" or "12".
+    pub default_room_version: String,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { default_room_version: "11".to_owned() }
+    }
 }
 
 /// How the server logs.
@@ -154,6 +169,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             registration: RegistrationConfig::default(),
             media: MediaConfig::default(),
+            rooms: RoomsConfig::default(),
             logging: LoggingConfig::default(),
         }
     }
@@ -223,6 +239,16 @@ impl Config {
         }
 
         self.media.validate()?;
+
+        if !["10", "11", "12"].contains(&self.rooms.default_room_version.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "rooms.default_room_version",
+                problem: format!(
+                    "is {:?} but must be \"10\", \"11\" or \"12\"",
+                    self.rooms.default_room_version
+                ),
+            });
+        }
 
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {

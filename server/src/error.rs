@@ -37,6 +37,11 @@ pub enum ErrorCode {
     WeakPassword,
     KeyTooLarge,
     ProfileTooLarge,
+    UnsupportedRoomVersion,
+    RoomInUse,
+    InvalidRoomState,
+    BadState,
+    CannotLeaveServerNoticeRoom,
     CannotOverwriteMedia,
     NotYetUploaded,
 }
@@ -66,6 +71,11 @@ impl ErrorCode {
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::KeyTooLarge => "M_KEY_TOO_LARGE",
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            Self::BadState => "M_BAD_STATE",
+            Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
             Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
         }
@@ -98,7 +108,12 @@ impl ErrorCode {
             | Self::MissingParam
             | Self::WeakPassword
             | Self::KeyTooLarge
-            | Self::ProfileTooLarge => StatusCode::BAD_REQUEST,
+            | Self::ProfileTooLarge
+            | Self::UnsupportedRoomVersion
+            | Self::RoomInUse
+            | Self::InvalidRoomState
+            | Self::BadState
+            | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
         }
     }
 }

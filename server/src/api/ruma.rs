@@ -122,6 +122,26 @@ where
     }
 }
 
+/// An authenticated sender, for handlers that parse their request without a ruma type.
+pub struct Authenticated(pub Sender);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<Services>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self> {
+        let services = Arc::<Services>::from_ref(state);
+        let sender = authenticate(&services, parts, TokenPolicy::Required)?.ok_or_else(|| {
+            Error::new(ErrorCode::MissingToken, "This endpoint requires an access token")
+        })?;
+        tracing::Span::current().record("user_id", sender.user_id.as_str());
+        Ok(Self(sender))
+    }
+}
+
 fn authenticate(
     services: &Services,
     parts: &http::request::Parts,

@@ -7,8 +7,12 @@ pub mod filters;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
+pub mod receipts;
 pub mod registration_tokens;
+pub mod rooms;
 pub mod stream;
+pub mod sync;
+pub mod typing;
 pub mod uia;
 
 use std::sync::Arc;
@@ -33,16 +37,20 @@ pub struct Services {
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
+    pub rooms: rooms::Rooms,
+    pub receipts: receipts::Receipts,
+    pub typing: typing::Typing,
 }
 
 impl Services {
     pub fn new(config: Config, db: Arc<Db>) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server.server_name.as_str())?;
-        let account_data = Arc::new(account_data::AccountData::new(db.clone()));
+        let stream = Arc::new(stream::Stream::open(db.clone())?);
+        let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
         let media = media::Media::open_local(&config, server_name.clone(), db.clone())?;
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
-            accounts: accounts::Accounts::new(db.clone(), server_name),
+            accounts: accounts::Accounts::new(db.clone(), server_name.clone()),
             uia: uia::Uia::new(),
             profiles: profiles::Profiles::new(db.clone()),
             account_data: account_data.clone(),
@@ -50,7 +58,16 @@ impl Services {
             media,
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
-            stream: Arc::new(stream::Stream::open(db)?),
+            rooms: rooms::Rooms::new(
+                db.clone(),
+                stream.clone(),
+                server_name.clone(),
+                &config.storage.data_dir,
+                &config.rooms.default_room_version,
+            )?,
+            receipts: receipts::Receipts::new(db.clone(), stream.clone()),
+            typing: typing::Typing::new(stream.clone()),
+            stream,
             config,
         }))
     }
