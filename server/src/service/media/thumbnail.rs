@@ -174,6 +174,9 @@ fn resize(image: DynamicImage, size: ThumbnailSize) -> DynamicImage {
     let (width, height) = (image.width(), image.height());
     match size {
         ThumbnailSize::Full => image,
+        // The spec suggests returning the original when it is smaller than the box. It is
+        // re-encoded instead, because an original GIF, APNG or WebP may be animated, and a
+        // thumbnail must not be unless the client asks for animation.
         ThumbnailSize::Box { width: box_width, height: box_height, .. }
             if width <= box_width && height <= box_height =>
         {
