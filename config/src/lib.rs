@@ -35,6 +35,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
+    pub media: MediaConfig,
     pub rooms: RoomsConfig,
     pub logging: LoggingConfig,
 }
@@ -72,6 +73,21 @@ pub struct RegistrationConfig {
     /// Allows anyone to register without a token (the `m.login.dummy` stage). Off by default,
     /// because only verified professionals should reach the server.
     pub open: bool,
+}
+
+/// The media repository: uploads, downloads and thumbnails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The largest file a client may upload, in bytes. Larger uploads are rejected with
+    /// `M_TOO_LARGE`. Clients learn this value from `/_matrix/client/v1/media/config`.
+    pub max_upload_bytes: u64,
+    /// How many uploads (`POST /upload` and `POST /create`) one user may start per minute.
+    /// Requests beyond it are rejected with `M_LIMIT_EXCEEDED` and a retry delay.
+    pub uploads_per_minute: u32,
+    /// How many media IDs from `POST /_matrix/media/v1/create` one user may hold without
+    /// having uploaded their content yet.
+    pub max_pending_uploads: u32,
 }
 
 /// Defaults for new rooms.
@@ -127,6 +143,16 @@ impl Default for StorageConfig {
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self { token: true, open: false }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 100 * 1024 * 1024,
+            uploads_per_minute: 60,
+            max_pending_uploads: 20,
+        }
     }
 }
 
@@ -199,6 +225,8 @@ impl Config {
             });
         }
 
+        self.media.validate()?;
+
         if !["10", "11", "12"].contains(&self.rooms.default_room_version.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "rooms.default_room_version",
@@ -213,6 +241,30 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "storage.data_dir",
                 problem: "must not be empty".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_upload_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "media.max_upload_bytes",
+                problem: format!("is {} but must be at least 1024 bytes", self.max_upload_bytes),
+            });
+        }
+        if self.uploads_per_minute == 0 {
+            return Err(ConfigError::Invalid {
+                key: "media.uploads_per_minute",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
+        }
+        if self.max_pending_uploads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "media.max_pending_uploads",
+                problem: "is 0 but must be at least 1".to_owned(),
             });
         }
         Ok(())
@@ -345,6 +397,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("caduceus.toml"), "{error}");
+    }
+
+    #[test]
+    fn media_limits_are_checked() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("CADUCEUS__MEDIA__MAX_UPLOAD_BYTES", "2048"),
+                ("CADUCEUS__MEDIA__UPLOADS_PER_MINUTE", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.media.max_upload_bytes, 2048);
+        assert_eq!(config.media.uploads_per_minute, 5);
+
+        let error =
+            Config::load_with_env(None, env(&[("CADUCEUS__MEDIA__MAX_UPLOAD_BYTES", "10")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("media.max_upload_bytes"), "{error}");
+
+        let error =
+            Config::load_with_env(None, env(&[("CADUCEUS__MEDIA__UPLOADS_PER_MINUTE", "0")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("media.uploads_per_minute"), "{error}");
     }
 
     #[test]

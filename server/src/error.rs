@@ -42,6 +42,8 @@ pub enum ErrorCode {
     InvalidRoomState,
     BadState,
     CannotLeaveServerNoticeRoom,
+    CannotOverwriteMedia,
+    NotYetUploaded,
 }
 
 impl ErrorCode {
@@ -74,6 +76,8 @@ impl ErrorCode {
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
             Self::BadState => "M_BAD_STATE",
             Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
         }
     }
 
@@ -92,6 +96,8 @@ impl ErrorCode {
             Self::Unrecognized { method_not_allowed: true } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unrecognized { method_not_allowed: false } => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CannotOverwriteMedia => StatusCode::CONFLICT,
+            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             Self::BadJson
             | Self::NotJson
             | Self::Unknown

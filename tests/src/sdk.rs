@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use matrix_sdk::config::RequestConfig;
 use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::api::MatrixVersion;
 use matrix_sdk::Client;
 use tempfile::TempDir;
 
@@ -33,6 +34,17 @@ impl TestServer {
     /// the SDK's back-off. The client ignores the `well_known` of login responses, so it keeps
     /// talking to this loopback address whatever the server advertises.
     pub async fn sdk_client(&self) -> TestClient {
+        self.build_sdk_client(None).await
+    }
+
+    /// Builds a matrix-sdk client like [`TestServer::sdk_client`] that takes `versions` as the
+    /// spec versions the server supports instead of requesting `/versions`. Tests use it for
+    /// endpoints that the SDK calls only for newer versions than the server advertises.
+    pub async fn sdk_client_with_versions(&self, versions: &[MatrixVersion]) -> TestClient {
+        self.build_sdk_client(Some(versions.to_vec())).await
+    }
+
+    async fn build_sdk_client(&self, versions: Option<Vec<MatrixVersion>>) -> TestClient {
         let store_dir = tempfile::Builder::new()
             .prefix("caduceus-e2e-client-")
             .tempdir()
@@ -41,7 +53,11 @@ impl TestServer {
             .no_proxy()
             .build()
             .expect("failed to build the client's HTTP client");
-        let client = Client::builder()
+        let mut builder = Client::builder();
+        if let Some(versions) = versions {
+            builder = builder.server_versions(versions);
+        }
+        let client = builder
             .homeserver_url(self.base_url())
             .http_client(http_client)
             .request_config(RequestConfig::new().disable_retry().timeout(Duration::from_secs(60)))

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod alias;
+pub mod authenticated_media;
 pub mod capabilities;
 pub mod config;
 pub mod context;
@@ -9,6 +10,7 @@ pub mod device;
 pub mod directory;
 pub mod discovery;
 pub mod filter;
+pub mod media;
 pub mod membership;
 pub mod message;
 pub mod profile;

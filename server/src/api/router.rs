@@ -12,9 +12,9 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use super::client::{
-    account, alias, capabilities, config, context, device, directory, discovery, filter,
-    membership, message, profile, push, receipt, redact, register, relations, room, session, state,
-    sync, typing,
+    account, alias, authenticated_media, capabilities, config, context, device, directory,
+    discovery, filter, media, membership, message, profile, push, receipt, redact, register,
+    relations, room, session, state, sync, typing,
 };
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
@@ -135,7 +135,8 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}",
             post(receipt::create_receipt),
         )
-        .route("/_matrix/client/v3/rooms/{roomId}/read_markers", post(receipt::set_read_markers));
+        .route("/_matrix/client/v3/rooms/{roomId}/read_markers", post(receipt::set_read_markers))
+        .merge(media_routes());
 
     client
         .fallback(unrecognized)
@@ -159,6 +160,38 @@ pub fn router(services: Arc<Services>) -> Router {
             )
         }))
         .layer(cors())
+}
+
+fn media_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/_matrix/client/v1/media/config", get(authenticated_media::get_media_config))
+        .route(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}",
+            get(authenticated_media::get_content),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}",
+            get(authenticated_media::get_content_as_filename),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}",
+            get(authenticated_media::get_content_thumbnail),
+        )
+        .route("/_matrix/client/v1/media/preview_url", get(authenticated_media::get_media_preview))
+        .route("/_matrix/media/v1/create", post(media::create_mxc_uri))
+        .route("/_matrix/media/v3/upload", post(media::create_content))
+        .route("/_matrix/media/v3/upload/{serverName}/{mediaId}", put(media::create_content_async))
+        .route("/_matrix/media/v3/config", get(media::get_media_config))
+        .route("/_matrix/media/v3/download/{serverName}/{mediaId}", get(media::get_content))
+        .route(
+            "/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}",
+            get(media::get_content_as_filename),
+        )
+        .route(
+            "/_matrix/media/v3/thumbnail/{serverName}/{mediaId}",
+            get(media::get_content_thumbnail),
+        )
+        .route("/_matrix/media/v3/preview_url", get(media::get_media_preview))
 }
 
 /// The CORS headers the Client-Server API requires, so web clients on any origin can call it.

@@ -24,6 +24,9 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::Sender;
 use crate::service::Services;
 
+mod upload;
+pub use upload::{RumaUpload, UploadBody};
+
 /// Whether an endpoint needs an access token, following the auth scheme in its ruma metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenPolicy {

@@ -4,6 +4,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod filters;
+pub mod media;
 pub mod profiles;
 pub mod push_rules;
 pub mod receipts;
@@ -32,6 +33,7 @@ pub struct Services {
     pub profiles: profiles::Profiles,
     pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
+    pub media: media::Media,
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
@@ -45,6 +47,7 @@ impl Services {
         let server_name = OwnedServerName::try_from(config.server.server_name.as_str())?;
         let stream = Arc::new(stream::Stream::open(db.clone())?);
         let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
+        let media = media::Media::open_local(&config, server_name.clone(), db.clone())?;
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone()),
@@ -52,6 +55,7 @@ impl Services {
             profiles: profiles::Profiles::new(db.clone()),
             account_data: account_data.clone(),
             filters: filters::Filters::new(db.clone()),
+            media,
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
             rooms: rooms::Rooms::new(

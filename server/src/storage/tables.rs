@@ -33,6 +33,9 @@ pub const ALL: &[&str] = &[
     RELATIONS.name(),
     RECEIPTS.name(),
     PUBLISHED_ROOMS.name(),
+    MEDIA.name(),
+    MEDIA_PENDING.name(),
+    MEDIA_THUMBNAILS.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -61,6 +64,20 @@ pub const FILTERS: Table<(String, String), Box<RawValue>> = Table::new("filters"
 /// Registration tokens by the token. Owner: `service::registration_tokens`.
 pub const REGISTRATION_TOKENS: Table<String, RegistrationTokenRecord> =
     Table::new("registration_tokens");
+
+/// Media by media ID: who created it and, once uploaded, what it contains.
+/// Owner: `service::media`.
+pub const MEDIA: Table<String, MediaRecord> = Table::new("media");
+
+/// Media IDs reserved with `POST /_matrix/media/v1/create` whose content has not arrived, by
+/// (user ID, media ID). The value is the expiry in milliseconds since the Unix epoch.
+/// Owner: `service::media`.
+pub const MEDIA_PENDING: Table<(String, String), u64> = Table::new("media_pending");
+
+/// Generated thumbnails by (media ID, size key such as `320x240-scale`).
+/// Owner: `service::media`.
+pub const MEDIA_THUMBNAILS: Table<(String, String), ThumbnailRecord> =
+    Table::new("media_thumbnails");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -215,4 +232,41 @@ pub struct PduRecord {
     /// The device and transaction ID the sender used, echoed to that device only.
     #[serde(default)]
     pub transaction: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// The user ID of the uploader, who alone may upload to a reserved media ID.
+    pub uploader: String,
+    pub created_ts: u64,
+    /// When a reserved media ID lapses unless its content is uploaded; `None` once the content
+    /// is there.
+    pub unused_expires_ts: Option<u64>,
+    /// The uploaded file; `None` while the media ID is only reserved.
+    pub content: Option<MediaContent>,
+}
+
+/// An uploaded file. The bytes live in the media store under `sha256`, so identical uploads
+/// share one blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaContent {
+    pub content_type: String,
+    pub file_name: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes, which names the blob.
+    pub sha256: String,
+    pub uploaded_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThumbnailRecord {
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the thumbnail, which names its blob in the media store.
+    pub sha256: String,
+    pub created_ts: u64,
 }

@@ -8,6 +8,7 @@ mod admin_cli;
 mod devices;
 mod discovery;
 mod errors;
+mod media;
 mod profile;
 mod push_rules;
 mod restart;

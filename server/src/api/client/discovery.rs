@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 
 use crate::service::Services;
 
-/// Spec versions whose endpoints for accounts, devices, profiles, account data, filters and push
-/// rules this server implements. v1.11 and later are left out until authenticated media exists,
-/// because a client that sees v1.11 fetches media only through the authenticated endpoints.
-const VERSIONS: &[&str] =
-    &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"];
+/// Spec versions whose client endpoints this server implements as the current spec (v1.16)
+/// describes them. v1.11 made media downloads authenticated; the server has those endpoints, so
+/// clients that see v1.11 or later fetch media through them.
+const VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+    "v1.12", "v1.13", "v1.14", "v1.15", "v1.16",
+];
 
 pub async fn versions() -> Json<Value> {
     Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
