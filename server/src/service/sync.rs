@@ -324,7 +324,7 @@ async fn joined_room(
         }
     }
 
-    let (ephemeral, ephemeral_news) = ephemeral_events(services, room_id, since, initial)?;
+    let (ephemeral, ephemeral_news) = ephemeral_events(services, user_id, room_id, since, initial)?;
     let has_news =
         !timeline.is_empty() || !state_events.is_empty() || ephemeral_news || joined_since;
     if !initial && !has_news && !request.full_state {
@@ -378,6 +378,7 @@ fn state_at_position(
 
 fn ephemeral_events(
     services: &Services,
+    user_id: &UserId,
     room_id: &RoomId,
     since: u64,
     initial: bool,
@@ -392,13 +393,12 @@ fn ephemeral_events(
     }
 
     let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
-    for (user_id, receipt) in services.receipts.in_room(room_id)? {
+    for (receipt_user, receipt) in services.receipts.in_room(room_id)? {
         if receipt.position <= since && !initial {
             continue;
         }
-        // Private receipts go only to their owner; this room-wide list leaves them out and the
-        // owner sees them through the read marker counts instead.
-        if receipt.receipt_type == "m.read.private" {
+        // Private receipts go only to their owner.
+        if receipt.receipt_type == "m.read.private" && user_id.as_str() != receipt_user {
             continue;
         }
         let mut entry = json!({ "ts": receipt.ts });
@@ -410,7 +410,7 @@ fn ephemeral_events(
             .or_default()
             .entry(receipt.receipt_type.clone())
             .or_default()
-            .insert(user_id, entry);
+            .insert(receipt_user, entry);
         news |= receipt.position > since;
     }
     if !content.is_empty() {
