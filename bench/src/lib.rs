@@ -1,1 +1,4 @@
 //! placeholder
+
+/// The messaging load test behind the `load` binary.
+pub mod load;
