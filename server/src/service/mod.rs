@@ -40,6 +40,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
+    pub unread: sync::UnreadCache,
 }
 
 impl Services {
@@ -67,6 +68,7 @@ impl Services {
             )?,
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
+            unread: sync::UnreadCache::default(),
             stream,
             config,
         }))

@@ -1,5 +1,6 @@
 //! Push rules, kept as the user's `m.push_rules` account data so that `/sync` can carry them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ruma::push::Ruleset;
@@ -21,11 +22,14 @@ pub struct PushRules {
     account_data: Arc<AccountData>,
     /// Serialises read-modify-write of rulesets, so concurrent changes are not lost.
     update_lock: Mutex<()>,
+    /// Increases with every change of any user's rules, so cached evaluations can tell they are
+    /// stale.
+    generation: AtomicU64,
 }
 
 impl PushRules {
     pub fn new(account_data: Arc<AccountData>) -> Self {
-        Self { account_data, update_lock: Mutex::new(()) }
+        Self { account_data, update_lock: Mutex::new(()), generation: AtomicU64::new(0) }
     }
 
     /// The user's ruleset: what they stored, or the spec's defaults if they changed nothing.
@@ -42,6 +46,11 @@ impl PushRules {
         }
     }
 
+    /// The number of rule changes so far on this server.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Applies `change` to the user's ruleset and stores the result if it succeeds.
     pub fn update<T>(
         &self,
@@ -54,6 +63,7 @@ impl PushRules {
         let content = serde_json::value::to_raw_value(&PushRulesContent { global: ruleset })
             .map_err(|error| anyhow::anyhow!("push rules do not serialise: {error}"))?;
         self.account_data.set(user_id, None, EVENT_TYPE, &content)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(output)
     }
 }

@@ -5,13 +5,14 @@
 //! `next_batch` is the stream's visible position when the request started computing, so a
 //! record committed late with a lower position is never skipped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::push::{Action, PushConditionRoomCtx, Tweak};
 use ruma::serde::Raw;
-use ruma::{OwnedRoomId, RoomId, UInt, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::{json, Map, Value};
 
 use super::accounts::Sender;
@@ -419,11 +420,29 @@ fn ephemeral_events(
     Ok((events, news))
 }
 
+/// Notifying events per (room, user), evaluated once and kept between syncs, so a `/sync` only
+/// evaluates the push rules on events it has not seen before.
+#[derive(Default)]
+pub struct UnreadCache {
+    entries: Mutex<HashMap<(OwnedRoomId, OwnedUserId), UnreadState>>,
+}
+
+#[derive(Clone, Default)]
+struct UnreadState {
+    /// The push rules generation the entries were evaluated with.
+    rules_generation: u64,
+    /// Every event up to this position has been evaluated.
+    evaluated_up_to: u64,
+    /// Positions of notifying events after the read marker, with whether each highlights.
+    notifying: Vec<(u64, bool)>,
+}
+
 /// Counts the events after the user's read receipt that notify or highlight, by their push
 /// rules.
 ///
 /// NOTE: `@room` mentions are evaluated without the room's power levels, so the rule that needs
-/// the sender's notification power level never matches.
+/// the sender's notification power level never matches; and a display name change does not
+/// re-evaluate events already counted.
 async fn unread_counts(
     services: &Services,
     room_id: &RoomId,
@@ -434,48 +453,81 @@ async fn unread_counts(
         services.rooms.get_pdu(&event_id).ok().flatten().map(|pdu| pdu.position)
     });
     let joined_position = services.rooms.membership(room_id, user_id)?.map_or(0, |m| m.position);
-    let after = read_position.unwrap_or(0).max(joined_position);
+    let read_up_to = read_position.unwrap_or(0).max(joined_position);
     let latest = services.rooms.latest_position(room_id)?;
-    let events = services.rooms.timeline(room_id, after, latest, UNREAD_SCAN_LIMIT, true)?;
-    if events.is_empty() {
-        return Ok((0, 0));
-    }
+    let generation = services.push_rules.generation();
+    let key = (room_id.to_owned(), user_id.to_owned());
 
-    let rules = services.push_rules.get(user_id)?;
-    let member_count = services.rooms.joined_members(room_id)?.len() as u64;
-    let display_name = services
-        .profiles
-        .get_field(user_id, super::profiles::DISPLAYNAME)?
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_else(|| user_id.localpart().to_owned());
-    let context = PushConditionRoomCtx::new(
-        room_id.to_owned(),
-        UInt::new(member_count).unwrap_or_default(),
-        user_id.to_owned(),
-        display_name,
-    );
-
-    let (mut notifications, mut highlights) = (0, 0);
-    for pdu in events {
-        if pdu.sender() == user_id.as_str() {
-            continue;
+    let cached =
+        services.unread.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let mut state = match cached {
+        Some(state)
+            if state.rules_generation == generation && state.evaluated_up_to >= read_up_to =>
+        {
+            state
         }
-        let Ok(raw) = serde_json::value::to_raw_value(&pdu.to_sync_event(None)) else { continue };
-        let event: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
-        let actions = rules.get_actions(&event, &context).await;
-        if actions.iter().any(|action| matches!(action, Action::Notify)) {
-            notifications += 1;
-            let highlight = actions.iter().any(|action| {
-                matches!(
-                    action,
-                    Action::SetTweak(Tweak::Highlight(ruma::push::HighlightTweakValue::Yes))
-                )
-            });
-            if highlight {
-                highlights += 1;
+        _ => UnreadState {
+            rules_generation: generation,
+            evaluated_up_to: read_up_to,
+            notifying: Vec::new(),
+        },
+    };
+
+    if latest > state.evaluated_up_to {
+        let events = services.rooms.timeline(
+            room_id,
+            state.evaluated_up_to,
+            latest,
+            UNREAD_SCAN_LIMIT,
+            true,
+        )?;
+        if !events.is_empty() {
+            let rules = services.push_rules.get(user_id)?;
+            let member_count = services.rooms.joined_members(room_id)?.len() as u64;
+            let display_name = services
+                .profiles
+                .get_field(user_id, super::profiles::DISPLAYNAME)?
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_else(|| user_id.localpart().to_owned());
+            let context = PushConditionRoomCtx::new(
+                room_id.to_owned(),
+                UInt::new(member_count).unwrap_or_default(),
+                user_id.to_owned(),
+                display_name,
+            );
+            for pdu in events {
+                if pdu.sender() == user_id.as_str() {
+                    continue;
+                }
+                let Ok(raw) = serde_json::value::to_raw_value(&pdu.to_sync_event(None)) else {
+                    continue;
+                };
+                let event: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
+                let actions = rules.get_actions(&event, &context).await;
+                if actions.iter().any(|action| matches!(action, Action::Notify)) {
+                    let highlight = actions.iter().any(|action| {
+                        matches!(
+                            action,
+                            Action::SetTweak(Tweak::Highlight(
+                                ruma::push::HighlightTweakValue::Yes
+                            ))
+                        )
+                    });
+                    state.notifying.push((pdu.position, highlight));
+                }
             }
         }
+        state.evaluated_up_to = latest;
     }
+
+    state.notifying.retain(|(position, _)| *position > read_up_to);
+    if state.notifying.len() > UNREAD_SCAN_LIMIT {
+        let excess = state.notifying.len() - UNREAD_SCAN_LIMIT;
+        state.notifying.drain(..excess);
+    }
+    let notifications = state.notifying.len() as u64;
+    let highlights = state.notifying.iter().filter(|(_, highlight)| *highlight).count() as u64;
+    services.unread.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
     Ok((notifications, highlights))
 }
 

@@ -528,3 +528,49 @@ async fn unknown_room_and_bad_input() {
         .await
         .assert_matrix_error(400, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn unread_counts_follow_push_rules() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let created = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "invite": [bob.user_id] }))
+        .await;
+    let room_id = created.str_field("room_id").to_owned();
+    server.post(&room_path(&room_id, "join"), bob.token(), &json!({})).await.assert_status(200);
+
+    let mut last_event = String::new();
+    for (index, mention) in [false, true, false].into_iter().enumerate() {
+        let mut content = json!({ "msgtype": "m.text", "body": format!("update {index}") });
+        if mention {
+            content["m.mentions"] = json!({ "user_ids": [alice.user_id] });
+        }
+        let sent = server
+            .put(
+                &room_path(&room_id, &format!("send/m.room.message/u{index}")),
+                bob.token(),
+                &content,
+            )
+            .await;
+        sent.assert_status(200);
+        last_event = sent.str_field("event_id").to_owned();
+    }
+
+    let sync = initial_sync(&server, &alice).await;
+    let unread = &sync["rooms"]["join"][&room_id]["unread_notifications"];
+    assert_eq!(unread["notification_count"], 3, "{unread}");
+    assert_eq!(unread["highlight_count"], 1, "{unread}");
+
+    let receipt_path =
+        room_path(&room_id, &format!("receipt/m.read/{}", encode_path_segment(&last_event)));
+    server.post(&receipt_path, alice.token(), &json!({})).await.assert_status(200);
+    let sync = initial_sync(&server, &alice).await;
+    let unread = &sync["rooms"]["join"][&room_id]["unread_notifications"];
+    assert_eq!(unread["notification_count"], 0, "{unread}");
+    assert_eq!(unread["highlight_count"], 0, "{unread}");
+
+    // Bob's own messages never count for him.
+    let sync = initial_sync(&server, &bob).await;
+    assert_eq!(sync["rooms"]["join"][&room_id]["unread_notifications"]["notification_count"], 0);
+}
