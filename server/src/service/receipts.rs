@@ -67,4 +67,21 @@ impl Receipts {
             })
             .max_by_key(|record| record.position))
     }
+
+    /// The user's read receipts (public or private) in a room, as (thread ID, event ID); `None`
+    /// for unthreaded receipts, `main` for the main timeline, else a thread root.
+    pub fn read_receipts(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Vec<(Option<String>, String)>> {
+        let records =
+            self.db.scan_prefix(&RECEIPTS, &prefix(&[room_id.as_str(), user_id.as_str()]))?;
+        Ok(records
+            .into_iter()
+            .map(|(_, record)| record)
+            .filter(|record| record.receipt_type.starts_with("m.read"))
+            .map(|record| (record.thread_id, record.event_id))
+            .collect())
+    }
 }

@@ -334,7 +334,18 @@ async fn joined_room(
 
     let prev_batch =
         timeline.first().map(|first| first.position.saturating_sub(1)).unwrap_or(up_to);
-    let (notification_count, highlight_count) = unread_counts(services, room_id, user_id).await?;
+    let split_threads = filter.timeline.unread_thread_notifications;
+    let unread = unread_counts(services, room_id, user_id, split_threads).await?;
+    let thread_counts: Map<String, Value> = unread
+        .threads
+        .iter()
+        .map(|(root, (notifications, highlights))| {
+            (
+                root.clone(),
+                json!({ "notification_count": notifications, "highlight_count": highlights }),
+            )
+        })
+        .collect();
     let summary = room_summary(services, room_id, user_id)?;
 
     let room = json!({
@@ -347,10 +358,10 @@ async fn joined_room(
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": [] },
         "unread_notifications": {
-            "notification_count": notification_count,
-            "highlight_count": highlight_count,
+            "notification_count": unread.notifications,
+            "highlight_count": unread.highlights,
         },
-        "unread_thread_notifications": {},
+        "unread_thread_notifications": thread_counts,
         "summary": summary,
     });
     Ok(Some((room, has_news)))
@@ -433,12 +444,28 @@ struct UnreadState {
     rules_generation: u64,
     /// Every event up to this position has been evaluated.
     evaluated_up_to: u64,
-    /// Positions of notifying events after the read marker, with whether each highlights.
-    notifying: Vec<(u64, bool)>,
+    /// The newest notifying events since the user joined, oldest first.
+    notifying: Vec<NotifyingEvent>,
 }
 
-/// Counts the events after the user's read receipt that notify or highlight, by their push
-/// rules.
+#[derive(Clone)]
+struct NotifyingEvent {
+    position: u64,
+    highlight: bool,
+    /// The thread root, for events in a thread.
+    thread_root: Option<String>,
+}
+
+/// Notification and highlight counts of a room, and of each thread when asked for separately.
+pub struct UnreadCounts {
+    pub notifications: u64,
+    pub highlights: u64,
+    pub threads: BTreeMap<String, (u64, u64)>,
+}
+
+/// Counts the events after the user's read receipts that notify or highlight, by their push
+/// rules. With `split_threads`, events in threads are counted per thread against that thread's
+/// receipt instead of in the room's counts.
 ///
 /// NOTE: `@room` mentions are evaluated without the room's power levels, so the rule that needs
 /// the sender's notification power level never matches; and a display name change does not
@@ -447,13 +474,9 @@ async fn unread_counts(
     services: &Services,
     room_id: &RoomId,
     user_id: &UserId,
-) -> Result<(u64, u64)> {
-    let read_position = services.receipts.latest_read(room_id, user_id)?.and_then(|receipt| {
-        let event_id = ruma::EventId::parse(&receipt.event_id).ok()?;
-        services.rooms.get_pdu(&event_id).ok().flatten().map(|pdu| pdu.position)
-    });
+    split_threads: bool,
+) -> Result<UnreadCounts> {
     let joined_position = services.rooms.membership(room_id, user_id)?.map_or(0, |m| m.position);
-    let read_up_to = read_position.unwrap_or(0).max(joined_position);
     let latest = services.rooms.latest_position(room_id)?;
     let generation = services.push_rules.generation();
     let key = (room_id.to_owned(), user_id.to_owned());
@@ -462,13 +485,13 @@ async fn unread_counts(
         services.unread.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     let mut state = match cached {
         Some(state)
-            if state.rules_generation == generation && state.evaluated_up_to >= read_up_to =>
+            if state.rules_generation == generation && state.evaluated_up_to >= joined_position =>
         {
             state
         }
         _ => UnreadState {
             rules_generation: generation,
-            evaluated_up_to: read_up_to,
+            evaluated_up_to: joined_position,
             notifying: Vec::new(),
         },
     };
@@ -513,22 +536,78 @@ async fn unread_counts(
                             ))
                         )
                     });
-                    state.notifying.push((pdu.position, highlight));
+                    let relates_to = pdu.content().get("m.relates_to").cloned();
+                    let thread_root = relates_to
+                        .filter(|relation| {
+                            relation.get("rel_type").and_then(|v| v.as_str()) == Some("m.thread")
+                        })
+                        .and_then(|relation| {
+                            relation.get("event_id").and_then(|v| v.as_str()).map(str::to_owned)
+                        });
+                    state.notifying.push(NotifyingEvent {
+                        position: pdu.position,
+                        highlight,
+                        thread_root,
+                    });
                 }
             }
         }
         state.evaluated_up_to = latest;
     }
-
-    state.notifying.retain(|(position, _)| *position > read_up_to);
     if state.notifying.len() > UNREAD_SCAN_LIMIT {
         let excess = state.notifying.len() - UNREAD_SCAN_LIMIT;
         state.notifying.drain(..excess);
     }
-    let notifications = state.notifying.len() as u64;
-    let highlights = state.notifying.iter().filter(|(_, highlight)| *highlight).count() as u64;
+
+    // Read positions: unthreaded receipts cover everything, `main` the main timeline, and a
+    // thread receipt its thread.
+    let mut unthreaded = joined_position;
+    let mut main = joined_position;
+    let mut per_thread: BTreeMap<String, u64> = BTreeMap::new();
+    for (thread, event_id) in services.receipts.read_receipts(room_id, user_id)? {
+        let Ok(event_id) = ruma::EventId::parse(&event_id) else { continue };
+        let Some(position) = services.rooms.get_pdu(&event_id)?.map(|pdu| pdu.position) else {
+            continue;
+        };
+        match thread.as_deref() {
+            None => unthreaded = unthreaded.max(position),
+            Some("main") => main = main.max(position),
+            Some(root) => {
+                let entry = per_thread.entry(root.to_owned()).or_default();
+                *entry = (*entry).max(position);
+            }
+        }
+    }
+    let main = main.max(unthreaded);
+
+    let mut counts = UnreadCounts { notifications: 0, highlights: 0, threads: BTreeMap::new() };
+    for event in &state.notifying {
+        match (&event.thread_root, split_threads) {
+            (Some(root), true) => {
+                let read = per_thread.get(root).copied().unwrap_or(0).max(unthreaded);
+                if event.position > read {
+                    let entry = counts.threads.entry(root.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += u64::from(event.highlight);
+                }
+            }
+            _ => {
+                // Without thread receipts split out, any receipt covering the event counts.
+                let thread_read = event
+                    .thread_root
+                    .as_ref()
+                    .and_then(|root| per_thread.get(root))
+                    .copied()
+                    .unwrap_or(0);
+                if event.position > main.max(thread_read) {
+                    counts.notifications += 1;
+                    counts.highlights += u64::from(event.highlight);
+                }
+            }
+        }
+    }
     services.unread.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
-    Ok((notifications, highlights))
+    Ok(counts)
 }
 
 /// Heroes and member counts, for clients that name rooms without an `m.room.name`.

@@ -574,3 +574,83 @@ async fn unread_counts_follow_push_rules() {
     let sync = initial_sync(&server, &bob).await;
     assert_eq!(sync["rooms"]["join"][&room_id]["unread_notifications"]["notification_count"], 0);
 }
+
+#[tokio::test]
+async fn thread_unread_counts_are_separate() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let created = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "invite": [bob.user_id] }))
+        .await;
+    let room_id = created.str_field("room_id").to_owned();
+    server.post(&room_path(&room_id, "join"), bob.token(), &json!({})).await.assert_status(200);
+
+    let root = server
+        .put(
+            &room_path(&room_id, "send/m.room.message/root"),
+            alice.token(),
+            &json!({ "msgtype": "m.text", "body": "case question" }),
+        )
+        .await;
+    let root_id = root.str_field("event_id").to_owned();
+    for index in 0..2 {
+        let reply = json!({
+            "msgtype": "m.text",
+            "body": format!("thread reply {index}"),
+            "m.relates_to": { "rel_type": "m.thread", "event_id": root_id },
+        });
+        server
+            .put(
+                &room_path(&room_id, &format!("send/m.room.message/reply{index}")),
+                bob.token(),
+                &reply,
+            )
+            .await
+            .assert_status(200);
+    }
+    server
+        .put(
+            &room_path(&room_id, "send/m.room.message/main"),
+            bob.token(),
+            &json!({ "msgtype": "m.text", "body": "main timeline" }),
+        )
+        .await
+        .assert_status(200);
+
+    let filter = encode_path_segment(
+        &json!({ "room": { "timeline": { "unread_thread_notifications": true } } }).to_string(),
+    );
+    let response =
+        server.get(&format!("/_matrix/client/v3/sync?filter={filter}"), alice.token()).await;
+    response.assert_status(200).assert_spec("/_matrix/client/v3/sync");
+    let room = &response.body["rooms"]["join"][&room_id];
+    assert_eq!(room["unread_notifications"]["notification_count"], 1, "{room}");
+    assert_eq!(room["unread_thread_notifications"][&root_id]["notification_count"], 2, "{room}");
+
+    // A threaded receipt clears only its thread.
+    let replies = server
+        .get(
+            &format!(
+                "/_matrix/client/v1/rooms/{}/relations/{}/m.thread",
+                encode_path_segment(&room_id),
+                encode_path_segment(&root_id)
+            ),
+            alice.token(),
+        )
+        .await;
+    replies.assert_status(200);
+    let newest_reply = replies.body["chunk"][0]["event_id"].as_str().unwrap().to_owned();
+    let receipt =
+        room_path(&room_id, &format!("receipt/m.read/{}", encode_path_segment(&newest_reply)));
+    server.post(&receipt, alice.token(), &json!({ "thread_id": root_id })).await.assert_status(200);
+    let response =
+        server.get(&format!("/_matrix/client/v3/sync?filter={filter}"), alice.token()).await;
+    let room = &response.body["rooms"]["join"][&room_id];
+    assert_eq!(room["unread_notifications"]["notification_count"], 1, "{room}");
+    assert!(room["unread_thread_notifications"].get(&root_id).is_none(), "{room}");
+
+    // Without the filter option, thread events count in the room's total.
+    let plain = initial_sync(&server, &alice).await;
+    assert_eq!(plain["rooms"]["join"][&room_id]["unread_notifications"]["notification_count"], 1);
+}
