@@ -79,6 +79,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/client/v3/join/{roomIdOrAlias}", post(membership::join_by_id_or_alias))
         .route("/_matrix/client/v3/rooms/{roomId}/join", post(membership::join_by_id))
         .route("/_matrix/client/v3/rooms/{roomId}/invite", post(membership::invite))
+        .route("/_matrix/client/v3/knock/{roomIdOrAlias}", post(membership::knock))
         .route("/_matrix/client/v3/rooms/{roomId}/leave", post(membership::leave))
         .route("/_matrix/client/v3/rooms/{roomId}/forget", post(membership::forget))
         .route("/_matrix/client/v3/rooms/{roomId}/kick", post(membership::kick))

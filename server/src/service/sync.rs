@@ -88,6 +88,7 @@ async fn build_response(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let mut knock = Map::new();
     let room_filter = &request.filter.room;
     let include_leave = room_filter.include_leave;
 
@@ -112,6 +113,14 @@ async fn build_response(
                     has_news |= news;
                     join.insert(room_id.to_string(), room);
                 }
+            }
+            "knock" if initial || changed => {
+                has_news = true;
+                let stripped = invited_room(services, &membership)?;
+                knock.insert(
+                    room_id.to_string(),
+                    json!({ "knock_state": stripped["invite_state"].clone() }),
+                );
             }
             "invite" if initial || changed => {
                 has_news = true;
@@ -168,7 +177,7 @@ async fn build_response(
 
     let response = json!({
         "next_batch": up_to.to_string(),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_account_data },
         "presence": { "events": [] },
         "to_device": { "events": [] },

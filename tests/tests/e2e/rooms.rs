@@ -654,3 +654,56 @@ async fn thread_unread_counts_are_separate() {
     let plain = initial_sync(&server, &alice).await;
     assert_eq!(plain["rooms"]["join"][&room_id]["unread_notifications"]["notification_count"], 1);
 }
+
+#[tokio::test]
+async fn knock_then_invite() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let created = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            &json!({
+                "name": "Knockable",
+                "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }],
+            }),
+        )
+        .await;
+    let room_id = created.str_field("room_id").to_owned();
+
+    let knock = server
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", encode_path_segment(&room_id)),
+            bob.token(),
+            &json!({ "reason": "new on the ward" }),
+        )
+        .await;
+    knock.assert_status(200).assert_spec("/_matrix/client/v3/knock/{roomIdOrAlias}");
+    let sync = initial_sync(&server, &bob).await;
+    let knock_state =
+        sync["rooms"]["knock"][&room_id]["knock_state"]["events"].as_array().unwrap().clone();
+    assert!(knock_state.iter().any(|event| event["type"] == "m.room.name"), "{knock_state:?}");
+
+    // The knock is visible to members, who can let the user in.
+    let members = server.get(&room_path(&room_id, "members?membership=knock"), alice.token()).await;
+    assert_eq!(members.body["chunk"].as_array().unwrap().len(), 1);
+    server
+        .post(&room_path(&room_id, "invite"), alice.token(), &json!({ "user_id": bob.user_id }))
+        .await
+        .assert_status(200);
+    server.post(&room_path(&room_id, "join"), bob.token(), &json!({})).await.assert_status(200);
+
+    // A room with the invite rule cannot be knocked on.
+    let private = server.post("/_matrix/client/v3/createRoom", alice.token(), &json!({})).await;
+    let private_id = private.str_field("room_id").to_owned();
+    let carol = server.register("carol").await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", encode_path_segment(&private_id)),
+            carol.token(),
+            &json!({}),
+        )
+        .await
+        .assert_matrix_error(403, "M_FORBIDDEN");
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma::api::client::knock::knock_room::v3 as knock_v3;
 use ruma::api::client::membership::{
     ban_user::v3 as ban_v3, forget_room::v3 as forget_v3, get_member_events::v3 as members_v3,
     invite_user::v3 as invite_v3, join_room_by_id::v3 as join_by_id_v3,
@@ -69,6 +70,24 @@ pub async fn join_by_id(
     let room: &RoomOrAliasId = <&RoomOrAliasId>::from(body.room_id.as_ref() as &RoomId);
     let room_id = join_room(&services, &sender.user_id, room, body.reason.as_deref()).await?;
     Ok(join_by_id_v3::Response::new(room_id).into())
+}
+
+pub async fn knock(
+    State(services): State<Arc<Services>>,
+    request: Ruma<knock_v3::Request>,
+) -> Result<RumaResponse<knock_v3::Response>> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let target: &RoomOrAliasId = &body.room_id_or_alias;
+    let room_id = match <&RoomId>::try_from(target) {
+        Ok(room_id) => room_id.to_owned(),
+        Err(alias) => services
+            .rooms
+            .resolve_alias(alias.as_str())?
+            .ok_or_else(|| Error::not_found(format!("The room alias {alias} does not exist")))?,
+    };
+    services.rooms.knock(&room_id, &sender.user_id, body.reason.as_deref()).await?;
+    Ok(knock_v3::Response::new(room_id).into())
 }
 
 pub async fn invite(

@@ -68,6 +68,24 @@ impl Rooms {
         .await
     }
 
+    /// Asks to join a room whose join rule is `knock`; its members may then invite the user.
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        self.ensure_room(room_id)?;
+        let content = member_content("knock", None, reason);
+        self.append(
+            room_id,
+            user_id,
+            EventDraft::state("m.room.member", user_id.as_str(), content),
+            None,
+        )
+        .await
+    }
+
     pub async fn invite(
         &self,
         room_id: &RoomId,
