@@ -4,10 +4,15 @@
 pub mod account_data;
 pub mod accounts;
 pub mod filters;
+pub mod key_backup;
+pub mod keys;
 pub mod profiles;
 pub mod push_rules;
 pub mod registration_tokens;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod to_device;
 pub mod uia;
 
 use std::sync::Arc;
@@ -31,22 +36,34 @@ pub struct Services {
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
+    pub keys: Arc<keys::Keys>,
+    pub to_device: Arc<to_device::ToDevice>,
+    pub key_backup: key_backup::KeyBackup,
 }
 
 impl Services {
     pub fn new(config: Config, db: Arc<Db>) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server.server_name.as_str())?;
         let account_data = Arc::new(account_data::AccountData::new(db.clone()));
+        let stream = Arc::new(stream::Stream::open(db.clone())?);
+        let keys = Arc::new(keys::Keys::new(db.clone(), stream.clone(), server_name.clone()));
+        let to_device =
+            Arc::new(to_device::ToDevice::new(db.clone(), stream.clone(), server_name.clone()));
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
-            accounts: accounts::Accounts::new(db.clone(), server_name),
+            accounts: accounts::Accounts::new(db.clone(), server_name)
+                .with_device_observer(keys.clone())
+                .with_device_observer(to_device.clone()),
             uia: uia::Uia::new(),
             profiles: profiles::Profiles::new(db.clone()),
             account_data: account_data.clone(),
             filters: filters::Filters::new(db.clone()),
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
-            stream: Arc::new(stream::Stream::open(db)?),
+            stream,
+            keys,
+            to_device,
+            key_backup: key_backup::KeyBackup::new(db),
             config,
         }))
     }

@@ -1,0 +1,323 @@
+//! The end-to-end encryption endpoints over HTTP, through the real router and RocksDB: status
+//! codes, error bodies and authentication as clients see them.
+
+use axum::body::Body;
+use axum::Router;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::service::keys::signed_json::test_support::SigningKey;
+use crate::service::test_support::{server, TestServer};
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Client {
+    app: Router,
+    access_token: String,
+    user_id: String,
+}
+
+impl Client {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.access_token));
+        let body = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, json)
+    }
+}
+
+async fn client(server: &TestServer, localpart: &str, device_id: &str) -> Client {
+    let services = &server.services;
+    let user_id = match services.accounts.create_user(localpart, Some(PASSWORD), false).await {
+        Ok(user_id) => user_id,
+        Err(_) => services.local_user_id(localpart).unwrap(),
+    };
+    let session = services.accounts.create_session(&user_id, Some(device_id.into()), None).unwrap();
+    Client {
+        app: crate::api::router(services.clone()),
+        access_token: session.access_token,
+        user_id: user_id.to_string(),
+    }
+}
+
+fn device_keys(user_id: &str, device_id: &str, key: &SigningKey) -> Value {
+    key.sign(
+        user_id,
+        json!({
+            "user_id": user_id,
+            "device_id": device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {
+                format!("curve25519:{device_id}"): SigningKey::named("curve").public_key(),
+                format!("ed25519:{device_id}"): key.public_key(),
+            },
+        }),
+    )
+}
+
+fn cross_signing_key(user_id: &str, usage: &str, key: &SigningKey) -> Value {
+    json!({ "user_id": user_id, "usage": [usage], "keys": { key.key_id(): key.public_key() } })
+}
+
+#[tokio::test]
+async fn keys_upload_and_query_over_http() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let bob = client(&server, "bob", "PHONE").await;
+    let key = SigningKey::named("PHONE");
+    let one_time = key.sign(&alice.user_id, json!({ "key": SigningKey::named("c").public_key() }));
+
+    let (status, body) = alice
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/keys/upload",
+            Some(json!({
+                "device_keys": device_keys(&alice.user_id, "PHONE", &key),
+                "one_time_keys": { "signed_curve25519:AAAAAQ": one_time },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 1);
+
+    let (status, body) = bob
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/keys/query",
+            Some(json!({ "device_keys": { alice.user_id.clone(): [] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["device_keys"][&alice.user_id]["PHONE"]["keys"]["ed25519:PHONE"],
+        key.public_key()
+    );
+
+    let (status, body) = bob
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/keys/claim",
+            Some(json!({ "one_time_keys": { alice.user_id.clone(): { "PHONE": "signed_curve25519" } } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["one_time_keys"][&alice.user_id]["PHONE"]["signed_curve25519:AAAAAQ"].is_object());
+}
+
+#[tokio::test]
+async fn bad_signature_is_400_invalid_signature() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let mut keys = device_keys(&alice.user_id, "PHONE", &SigningKey::named("PHONE"));
+    keys["algorithms"] = json!(["m.megolm.v1.aes-sha2"]);
+
+    let (status, body) = alice
+        .call(Method::POST, "/_matrix/client/v3/keys/upload", Some(json!({ "device_keys": keys })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errcode"], "M_INVALID_SIGNATURE");
+}
+
+#[tokio::test]
+async fn key_changes_rejects_foreign_token() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let (status, body) =
+        alice.call(Method::GET, "/_matrix/client/v3/keys/changes?from=s72&to=80", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errcode"], "M_INVALID_PARAM");
+
+    let (status, body) =
+        alice.call(Method::GET, "/_matrix/client/v3/keys/changes?from=0&to=1000", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["changed"], json!([alice.user_id]), "creating the device was a change");
+    assert_eq!(body["left"], json!([]));
+}
+
+#[tokio::test]
+async fn replacing_cross_signing_keys_needs_password() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let first = SigningKey::self_named();
+    let upload = |master: &SigningKey, auth: Option<Value>| {
+        let mut body = json!({ "master_key": cross_signing_key(&alice.user_id, "master", master) });
+        if let Some(auth) = auth {
+            body["auth"] = auth;
+        }
+        body
+    };
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+
+    let (status, body) = alice.call(Method::POST, path, Some(upload(&first, None))).await;
+    assert_eq!(status, StatusCode::OK, "the first upload needs no password: {body}");
+    let (status, _) = alice.call(Method::POST, path, Some(upload(&first, None))).await;
+    assert_eq!(status, StatusCode::OK, "repeating it needs none either");
+
+    let second = SigningKey::self_named();
+    let (status, challenge) = alice.call(Method::POST, path, Some(upload(&second, None))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge["flows"][0]["stages"], json!(["m.login.password"]));
+    let session = challenge["session"].as_str().unwrap().to_owned();
+
+    let wrong = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": alice.user_id },
+        "password": "wrong password",
+        "session": session,
+    });
+    let (status, body) = alice.call(Method::POST, path, Some(upload(&second, Some(wrong)))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+
+    let right = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": alice.user_id },
+        "password": PASSWORD,
+        "session": session,
+    });
+    let (status, body) = alice.call(Method::POST, path, Some(upload(&second, Some(right)))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (_, keys) = alice
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/keys/query",
+            Some(json!({ "device_keys": { alice.user_id.clone(): [] } })),
+        )
+        .await;
+    assert_eq!(keys["master_keys"][&alice.user_id]["keys"][second.key_id()], second.public_key());
+}
+
+#[tokio::test]
+async fn signature_failures_are_reported_per_key() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let (status, body) = alice
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/keys/signatures/upload",
+            Some(json!({ alice.user_id.clone(): { "NOSUCHKEY": { "keys": {} } } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["failures"][&alice.user_id]["NOSUCHKEY"]["errcode"], "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn backup_over_http() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let algorithm = json!({
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+        "auth_data": { "public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo", "signatures": {} },
+    });
+    let session = json!({
+        "first_message_index": 0,
+        "forwarded_count": 0,
+        "is_verified": true,
+        "session_data": { "ephemeral": "YWJj", "ciphertext": "YWJj", "mac": "YWJj" },
+    });
+
+    let (status, body) =
+        alice.call(Method::GET, "/_matrix/client/v3/room_keys/version", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+
+    let (status, body) = alice
+        .call(Method::POST, "/_matrix/client/v3/room_keys/version", Some(algorithm.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let old = body["version"].as_str().unwrap().to_owned();
+    let (_, body) = alice
+        .call(Method::POST, "/_matrix/client/v3/room_keys/version", Some(algorithm.clone()))
+        .await;
+    let current = body["version"].as_str().unwrap().to_owned();
+
+    let path = |version: &str| {
+        format!("/_matrix/client/v3/room_keys/keys/!room:localhost/sess?version={version}")
+    };
+    let (status, body) = alice.call(Method::PUT, &path(&current), Some(session.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["count"], 1);
+    assert!(body["etag"].is_string());
+
+    let (status, body) = alice.call(Method::PUT, &path(&old), Some(session.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["errcode"], "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(body["current_version"], current);
+
+    let (status, body) = alice.call(Method::GET, &path("99"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+
+    let (status, body) =
+        alice.call(Method::GET, "/_matrix/client/v3/room_keys/version", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], current);
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["algorithm"], algorithm["algorithm"]);
+    assert_eq!(body["auth_data"], algorithm["auth_data"]);
+
+    let (status, body) = alice
+        .call(Method::GET, &format!("/_matrix/client/v3/room_keys/keys?version={current}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rooms"]["!room:localhost"]["sessions"]["sess"], session);
+}
+
+#[tokio::test]
+async fn send_to_device_is_idempotent_over_http() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let bob = client(&server, "bob", "PHONE").await;
+    let body = json!({ "messages": { bob.user_id.clone(): { "*": { "hello": 1 } } } });
+    for _ in 0..2 {
+        let (status, response) = alice
+            .call(Method::PUT, "/_matrix/client/v3/sendToDevice/m.test/txn1", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{response}");
+    }
+    let until = server.services.stream.visible();
+    let bob_id = server.services.local_user_id("bob").unwrap();
+    let events =
+        server.services.to_device.to_device_events(&bob_id, "PHONE".into(), 0, until).unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn secret_storage_account_data_is_accepted() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    for event_type in [
+        "m.secret_storage.default_key",
+        "m.secret_storage.key.abc",
+        "m.cross_signing.master",
+        "m.cross_signing.self_signing",
+        "m.cross_signing.user_signing",
+        "m.megolm_backup.v1",
+    ] {
+        let path = format!("/_matrix/client/v3/user/{}/account_data/{event_type}", alice.user_id);
+        let content =
+            json!({ "encrypted": { "abc": { "iv": "a", "ciphertext": "b", "mac": "c" } } });
+        let (status, body) = alice.call(Method::PUT, &path, Some(content.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{event_type}: {body}");
+        let (status, body) = alice.call(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{event_type}: {body}");
+        assert_eq!(body, content, "{event_type}");
+    }
+}
