@@ -35,6 +35,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
+    pub rooms: RoomsConfig,
     pub logging: LoggingConfig,
 }
 
@@ -71,6 +72,20 @@ pub struct RegistrationConfig {
     /// Allows anyone to register without a token (the `m.login.dummy` stage). Off by default,
     /// because only verified professionals should reach the server.
     pub open: bool,
+}
+
+/// Defaults for new rooms.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// The room version of rooms created without one: "10", "11" or "12".
+    pub default_room_version: String,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { default_room_version: "11".to_owned() }
+    }
 }
 
 /// How the server logs.
@@ -127,6 +142,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             registration: RegistrationConfig::default(),
+            rooms: RoomsConfig::default(),
             logging: LoggingConfig::default(),
         }
     }
@@ -192,6 +208,16 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "server.public_baseurl",
                 problem: format!("is {baseurl:?} but must start with http:// or https://"),
+            });
+        }
+
+        if !["10", "11", "12"].contains(&self.rooms.default_room_version.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "rooms.default_room_version",
+                problem: format!(
+                    "is {:?} but must be \"10\", \"11\" or \"12\"",
+                    self.rooms.default_room_version
+                ),
             });
         }
 

@@ -48,6 +48,11 @@ pub enum ErrorCode {
     WrongRoomKeysVersion {
         current_version: String,
     },
+    UnsupportedRoomVersion,
+    RoomInUse,
+    InvalidRoomState,
+    BadState,
+    CannotLeaveServerNoticeRoom,
 }
 
 impl ErrorCode {
@@ -77,6 +82,11 @@ impl ErrorCode {
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             Self::InvalidSignature => "M_INVALID_SIGNATURE",
             Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            Self::BadState => "M_BAD_STATE",
+            Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
         }
     }
 
@@ -108,6 +118,11 @@ impl ErrorCode {
             | Self::KeyTooLarge
             | Self::ProfileTooLarge
             | Self::InvalidSignature => StatusCode::BAD_REQUEST,
+            Self::UnsupportedRoomVersion
+            | Self::RoomInUse
+            | Self::InvalidRoomState
+            | Self::BadState
+            | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
         }
     }
 }

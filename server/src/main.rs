@@ -145,8 +145,14 @@ async fn run_admin(config: Config, command: AdminCommand) -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
+    // ruma's authorization checks log every step at info level; keep them quiet unless the
+    // operator names them.
+    let mut directive = config.logging.level.clone();
+    if !directive.contains("ruma_state_res") {
+        directive.push_str(",ruma_state_res=warn");
+    }
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .or_else(|_| EnvFilter::try_new(&directive))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.logging.format {

@@ -1,17 +1,29 @@
 //! Client-Server API endpoints, one module per area as ruma names them.
 
 pub mod account;
+pub mod alias;
 pub mod backup;
 pub mod capabilities;
 pub mod config;
+pub mod context;
 pub mod device;
+pub mod directory;
 pub mod discovery;
 #[cfg(test)]
 mod e2ee_tests;
 pub mod filter;
 pub mod keys;
+pub mod membership;
+pub mod message;
 pub mod profile;
 pub mod push;
+pub mod receipt;
+pub mod redact;
 pub mod register;
+pub mod relations;
+pub mod room;
 pub mod session;
+pub mod state;
+pub mod sync;
 pub mod to_device;
+pub mod typing;

@@ -12,7 +12,9 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use super::client::{
-    account, capabilities, config, device, discovery, filter, profile, push, register, session,
+    account, alias, capabilities, config, context, device, directory, discovery, filter,
+    membership, message, profile, push, receipt, redact, register, relations, room, session, state,
+    sync, typing,
 };
 use super::client::{backup, keys, to_device};
 use crate::error::{Error, ErrorCode};
@@ -102,7 +104,65 @@ pub fn router(services: Arc<Services>) -> Router {
             get(backup::get_session_key)
                 .put(backup::add_session_key)
                 .delete(backup::delete_session_key),
-        );
+        )
+        .route("/_matrix/client/v3/sync", get(sync::sync_events))
+        .route("/_matrix/client/v3/createRoom", post(room::create_room))
+        .route("/_matrix/client/v3/rooms/{roomId}/event/{eventId}", get(room::get_event))
+        .route("/_matrix/client/v3/join/{roomIdOrAlias}", post(membership::join_by_id_or_alias))
+        .route("/_matrix/client/v3/rooms/{roomId}/join", post(membership::join_by_id))
+        .route("/_matrix/client/v3/rooms/{roomId}/invite", post(membership::invite))
+        .route("/_matrix/client/v3/rooms/{roomId}/leave", post(membership::leave))
+        .route("/_matrix/client/v3/rooms/{roomId}/forget", post(membership::forget))
+        .route("/_matrix/client/v3/rooms/{roomId}/kick", post(membership::kick))
+        .route("/_matrix/client/v3/rooms/{roomId}/ban", post(membership::ban))
+        .route("/_matrix/client/v3/rooms/{roomId}/unban", post(membership::unban))
+        .route("/_matrix/client/v3/joined_rooms", get(membership::joined_rooms))
+        .route("/_matrix/client/v3/rooms/{roomId}/members", get(membership::members))
+        .route("/_matrix/client/v3/rooms/{roomId}/joined_members", get(membership::joined_members))
+        .route("/_matrix/client/v3/rooms/{roomId}/state", get(state::get_all))
+        .route(
+            "/_matrix/client/v3/rooms/{roomId}/state/{eventType}",
+            get(state::get_one).put(state::send),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}",
+            get(state::get_one).put(state::send),
+        )
+        .route("/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}", put(message::send))
+        .route("/_matrix/client/v3/rooms/{roomId}/messages", get(message::messages))
+        .route("/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}", put(redact::redact))
+        .route("/_matrix/client/v3/rooms/{roomId}/context/{eventId}", get(context::get_context))
+        .route(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}",
+            get(relations::get_relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}",
+            get(relations::get_relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}",
+            get(relations::get_relations),
+        )
+        .route(
+            "/_matrix/client/v3/directory/room/{roomAlias}",
+            get(alias::get).put(alias::create).delete(alias::delete),
+        )
+        .route("/_matrix/client/v3/rooms/{roomId}/aliases", get(alias::room_aliases))
+        .route(
+            "/_matrix/client/v3/publicRooms",
+            get(directory::get_public_rooms).post(directory::post_public_rooms),
+        )
+        .route(
+            "/_matrix/client/v3/directory/list/room/{roomId}",
+            get(directory::get_visibility).put(directory::set_visibility),
+        )
+        .route("/_matrix/client/v3/rooms/{roomId}/typing/{userId}", put(typing::set_typing))
+        .route(
+            "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}",
+            post(receipt::create_receipt),
+        )
+        .route("/_matrix/client/v3/rooms/{roomId}/read_markers", post(receipt::set_read_markers));
 
     client
         .fallback(unrecognized)

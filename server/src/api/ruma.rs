@@ -119,6 +119,48 @@ where
     }
 }
 
+/// A JSON request body read with the configured size limit, for handlers whose body does not
+/// fit a ruma type. Invalid JSON is `M_NOT_JSON`, an oversized body `M_TOO_LARGE`.
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S> FromRequest<S> for JsonBody
+where
+    Arc<Services>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let services = Arc::<Services>::from_ref(state);
+        let (parts, body) = request.into_parts();
+        let body = read_body(&parts, body, services.config.server.max_request_body_bytes).await?;
+        let value = serde_json::from_slice(&body).map_err(|error| {
+            Error::new(ErrorCode::NotJson, format!("The request body is not valid JSON: {error}"))
+        })?;
+        Ok(Self(value))
+    }
+}
+
+/// An authenticated sender, for handlers that parse their request without a ruma type.
+pub struct Authenticated(pub Sender);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<Services>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self> {
+        let services = Arc::<Services>::from_ref(state);
+        let sender = authenticate(&services, parts, TokenPolicy::Required)?.ok_or_else(|| {
+            Error::new(ErrorCode::MissingToken, "This endpoint requires an access token")
+        })?;
+        tracing::Span::current().record("user_id", sender.user_id.as_str());
+        Ok(Self(sender))
+    }
+}
+
 fn authenticate(
     services: &Services,
     parts: &http::request::Parts,
@@ -203,7 +245,12 @@ async fn read_body(parts: &http::request::Parts, body: Body, limit: usize) -> Re
 fn request_error(error: FromHttpRequestError) -> Error {
     match error {
         FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
-            Error::bad_json(format!("The request body does not match this endpoint: {error}"))
+            let message = format!("The request body does not match this endpoint: {error}");
+            if error.to_string().starts_with("missing field") {
+                Error::new(ErrorCode::MissingParam, message)
+            } else {
+                Error::bad_json(message)
+            }
         }
         FromHttpRequestError::Deserialization(DeserializationError::Query(error)) => {
             Error::invalid_param(format!("A query parameter is invalid: {error}"))

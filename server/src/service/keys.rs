@@ -335,7 +335,7 @@ impl Keys {
         let start = since.saturating_add(1).encode_key();
         let end = until.saturating_add(1).encode_key();
         let mut changed: BTreeSet<OwnedUserId> = BTreeSet::new();
-        for (position, changed_user) in self.db.scan_range(&DEVICE_LIST_CHANGES, &start, &end)? {
+        for (position, changed_user) in self.db.scan_between(&DEVICE_LIST_CHANGES, &start, &end)? {
             match UserId::parse(&changed_user) {
                 Ok(changed_user) => {
                     changed.insert(changed_user);

@@ -8,11 +8,15 @@ pub mod key_backup;
 pub mod keys;
 pub mod profiles;
 pub mod push_rules;
+pub mod receipts;
 pub mod registration_tokens;
+pub mod rooms;
 pub mod stream;
+pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod to_device;
+pub mod typing;
 pub mod uia;
 
 use std::sync::Arc;
@@ -36,6 +40,9 @@ pub struct Services {
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
+    pub rooms: rooms::Rooms,
+    pub receipts: receipts::Receipts,
+    pub typing: typing::Typing,
     pub keys: Arc<keys::Keys>,
     pub to_device: Arc<to_device::ToDevice>,
     pub key_backup: key_backup::KeyBackup,
@@ -44,14 +51,14 @@ pub struct Services {
 impl Services {
     pub fn new(config: Config, db: Arc<Db>) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server.server_name.as_str())?;
-        let account_data = Arc::new(account_data::AccountData::new(db.clone()));
         let stream = Arc::new(stream::Stream::open(db.clone())?);
+        let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
         let keys = Arc::new(keys::Keys::new(db.clone(), stream.clone(), server_name.clone()));
         let to_device =
             Arc::new(to_device::ToDevice::new(db.clone(), stream.clone(), server_name.clone()));
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
-            accounts: accounts::Accounts::new(db.clone(), server_name)
+            accounts: accounts::Accounts::new(db.clone(), server_name.clone())
                 .with_device_observer(keys.clone())
                 .with_device_observer(to_device.clone()),
             uia: uia::Uia::new(),
@@ -60,10 +67,19 @@ impl Services {
             filters: filters::Filters::new(db.clone()),
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
-            stream,
+            rooms: rooms::Rooms::new(
+                db.clone(),
+                stream.clone(),
+                server_name.clone(),
+                &config.storage.data_dir,
+                &config.rooms.default_room_version,
+            )?,
+            receipts: receipts::Receipts::new(db.clone(), stream.clone()),
+            typing: typing::Typing::new(stream.clone()),
             keys,
             to_device,
             key_backup: key_backup::KeyBackup::new(db),
+            stream,
             config,
         }))
     }

@@ -94,12 +94,33 @@ fn check_user_key(key: &str) -> Result<()> {
             format!("Profile field keys are limited to {MAX_KEY_BYTES} bytes"),
         ));
     }
+    let spec_defined = [DISPLAYNAME, AVATAR_URL, "m.tz"].contains(&key);
+    if !spec_defined && !is_namespaced_identifier(key) {
+        return Err(Error::invalid_param(format!(
+            "The profile field key {key:?} must be displayname, avatar_url, m.tz or a namespaced \
+             identifier such as org.example.field"
+        )));
+    }
     if key.starts_with(SERVER_NAMESPACE) {
         return Err(Error::forbidden(format!(
             "Profile fields under {SERVER_NAMESPACE} are set by the server and cannot be changed"
         )));
     }
     Ok(())
+}
+
+/// Checks the common namespaced identifier grammar: dot-separated lowercase segments in
+/// reverse-DNS style, at least two, outside the `m.` namespace that the spec reserves.
+fn is_namespaced_identifier(key: &str) -> bool {
+    let segments: Vec<&str> = key.split('.').collect();
+    segments.len() >= 2
+        && !key.starts_with("m.")
+        && segments.iter().all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
 }
 
 fn check_value(key: &str, value: &Value) -> Result<()> {

@@ -18,8 +18,9 @@ pub struct TestServer {
 pub fn server() -> TestServer {
     let dir = tempfile::tempdir().expect("a temp dir");
     let db = Db::open(dir.path()).expect("the database opens");
-    let services = Services::new(caduceus_config::Config::default(), Arc::new(db))
-        .expect("the services start");
+    let mut config = caduceus_config::Config::default();
+    config.storage.data_dir = dir.path().to_owned();
+    let services = Services::new(config, Arc::new(db)).expect("the services start");
     TestServer { services, _dir: dir }
 }
 

@@ -143,7 +143,7 @@ impl ToDevice {
         let start = (user_id.to_string(), device_id.to_string(), since.saturating_add(1));
         let end = (user_id.to_string(), device_id.to_string(), until.saturating_add(1));
         let records =
-            self.db.scan_range(&TO_DEVICE_MESSAGES, &start.encode_key(), &end.encode_key())?;
+            self.db.scan_between(&TO_DEVICE_MESSAGES, &start.encode_key(), &end.encode_key())?;
         records
             .iter()
             .map(|(_, record)| {
@@ -171,7 +171,7 @@ impl ToDevice {
         let start = (user_id.to_string(), device_id.to_string(), 0);
         let end = (user_id.to_string(), device_id.to_string(), position.saturating_add(1));
         let acknowledged =
-            self.db.scan_range(&TO_DEVICE_MESSAGES, &start.encode_key(), &end.encode_key())?;
+            self.db.scan_between(&TO_DEVICE_MESSAGES, &start.encode_key(), &end.encode_key())?;
         if acknowledged.is_empty() {
             return Ok(());
         }

@@ -94,6 +94,26 @@ impl KeyCodec for u64 {
     }
 }
 
+/// A string part followed by a big-endian position, such as (room ID, stream position): the
+/// entries of one room sort by position.
+impl KeyCodec for (String, u64) {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut bytes = prefix(&[&self.0]);
+        bytes.extend_from_slice(&self.1.to_be_bytes());
+        bytes
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 9 || bytes[bytes.len() - 9] != SEPARATOR {
+            return Err(format!("expected a string and a position, found {} bytes", bytes.len()));
+        }
+        let (text, position) = bytes.split_at(bytes.len() - 9);
+        let text = String::from_utf8(text.to_vec()).map_err(|e| e.to_string())?;
+        let position = u64::decode_key(&position[1..])?;
+        Ok((text, position))
+    }
+}
+
 impl KeyCodec for (String, String, String, String) {
     fn encode_key(&self) -> Vec<u8> {
         prefix(&[&self.0, &self.1, &self.2, &self.3])

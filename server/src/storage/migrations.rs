@@ -10,11 +10,7 @@ const VERSION_KEY: &str = "schema_version";
 /// each step committed with its new version number in the same batch, so a crash between steps
 /// resumes from the last completed one.
 pub fn run(db: &Db) -> Result<()> {
-    let stored: Option<u32> = db
-        .get(&tables::META, &VERSION_KEY.to_owned())?
-        .map(|value| value.as_u64().map(|version| version as u32).unwrap_or(0));
-
-    match stored {
+    match stored_version(db)? {
         None => {
             tracing::info!(version = SCHEMA_VERSION, "initialising a new database");
             db.put(&tables::META, &VERSION_KEY.to_owned(), &serde_json::json!(SCHEMA_VERSION))

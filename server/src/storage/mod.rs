@@ -129,8 +129,31 @@ impl Db {
         Ok(records)
     }
 
-    /// Reads the records whose encoded keys lie in `start..end`, in key order.
+    /// Reads the records from `start` on, in key order, while their keys start with `within`.
     pub fn scan_range<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        start: &K,
+        within: &[u8],
+    ) -> Result<Vec<(K, V)>> {
+        let start = start.encode_key();
+        let mut records = Vec::new();
+        let iter =
+            self.rocks.iterator_cf(self.cf(table), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(within) {
+                break;
+            }
+            let key = K::decode_key(&key)
+                .map_err(|message| StorageError::Corrupt { table: table.name, message })?;
+            records.push((key, decode_value(table.name, &value)?));
+        }
+        Ok(records)
+    }
+
+    /// Reads the records whose encoded keys lie in `start..end`, in key order.
+    pub fn scan_between<K: KeyCodec, V: DeserializeOwned>(
         &self,
         table: &Table<K, V>,
         start: &[u8],

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use ruma::canonical_json::CanonicalJsonObject;
+use ruma::{OwnedEventId, OwnedRoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -28,6 +30,18 @@ pub const ALL: &[&str] = &[
     TO_DEVICE_TXNS.name(),
     BACKUP_VERSIONS.name(),
     BACKUP_KEYS.name(),
+    ACCOUNT_DATA_CHANGES.name(),
+    ROOMS.name(),
+    PDUS.name(),
+    TIMELINE.name(),
+    STATE_GROUPS.name(),
+    MEMBERSHIPS.name(),
+    ROOM_MEMBERS.name(),
+    ALIASES.name(),
+    TRANSACTIONS.name(),
+    RELATIONS.name(),
+    RECEIPTS.name(),
+    PUBLISHED_ROOMS.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -150,6 +164,113 @@ pub struct RegistrationTokenRecord {
     pub created_ts: u64,
     #[serde(default)]
     pub revoked: bool,
+}
+
+/// Account data changes by (user ID, stream position), for incremental `/sync`; the value is
+/// (room ID or empty, event type). Owner: `service::account_data`.
+pub const ACCOUNT_DATA_CHANGES: Table<(String, u64), (String, String)> =
+    Table::new("account_data_changes");
+
+/// Rooms by room ID: version, latest event and current state. Owner: `service::rooms`.
+pub const ROOMS: Table<String, RoomRecord> = Table::new("rooms");
+
+/// Every PDU by event ID. Owner: `service::rooms`.
+pub const PDUS: Table<String, PduRecord> = Table::new("pdus");
+
+/// A room's timeline: (room ID, stream position) to event ID. Owner: `service::rooms`.
+pub const TIMELINE: Table<(String, u64), String> = Table::new("timeline");
+
+/// Room state snapshots by state group: event type to state key to event ID. A group is
+/// created by each state event, numbered with that event's stream position.
+/// Owner: `service::rooms`.
+pub const STATE_GROUPS: Table<u64, StateMap> = Table::new("state_groups");
+
+/// Each user's rooms: (user ID, room ID) to their latest membership. Owner: `service::rooms`.
+pub const MEMBERSHIPS: Table<(String, String), MembershipRecord> = Table::new("memberships");
+
+/// Each room's members: (room ID, user ID) to their latest membership. Owner: `service::rooms`.
+pub const ROOM_MEMBERS: Table<(String, String), MembershipRecord> = Table::new("room_members");
+
+/// Room aliases by alias. Owner: `service::rooms`.
+pub const ALIASES: Table<String, AliasRecord> = Table::new("aliases");
+
+/// Client transaction IDs by (user ID, device ID, transaction ID) to the event ID they created,
+/// so a retried send returns the same event. Owner: `service::rooms`.
+pub const TRANSACTIONS: Table<(String, String, String), String> = Table::new("transactions");
+
+/// Relations by (parent event ID, child stream position) to the child. Owner: `service::rooms`.
+pub const RELATIONS: Table<(String, u64), RelationRecord> = Table::new("relations");
+
+/// Read receipts by (room ID, user ID, receipt type and thread). Owner: `service::receipts`.
+pub const RECEIPTS: Table<(String, String, String), ReceiptRecord> = Table::new("receipts");
+
+/// Rooms listed in the public room directory. Owner: `service::rooms`.
+pub const PUBLISHED_ROOMS: Table<String, bool> = Table::new("published_rooms");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub room_version: String,
+    pub latest_event_id: String,
+    pub depth: u64,
+    pub current_state_group: u64,
+    pub created_ts: u64,
+}
+
+/// Event type to state key to event ID.
+pub type StateMap = BTreeMap<String, BTreeMap<String, String>>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    pub membership: String,
+    pub event_id: String,
+    pub position: u64,
+    /// Set by `/forget`: the room no longer appears for this user.
+    #[serde(default)]
+    pub forgotten: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: String,
+    pub creator: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelationRecord {
+    pub event_id: String,
+    pub rel_type: String,
+    pub event_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub event_id: String,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+    pub ts: u64,
+    pub position: u64,
+}
+
+/// A PDU as stored: the signed event in canonical JSON plus where it sits in the stream and in
+/// the room's state history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PduRecord {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    /// The event as signed (after redaction, if it was redacted).
+    pub pdu: CanonicalJsonObject,
+    /// The event's stream position, which orders the room's timeline.
+    pub position: u64,
+    /// The state group before this event.
+    pub state_before: u64,
+    /// The state group after this event (equal to `state_before` for non-state events).
+    pub state_after: u64,
+    /// The redaction event that redacted this one, if any.
+    #[serde(default)]
+    pub redacted_by: Option<OwnedEventId>,
+    /// The device and transaction ID the sender used, echoed to that device only.
+    #[serde(default)]
+    pub transaction: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -107,13 +107,13 @@ fn position_keys_round_trip_with_ff_bytes() {
 }
 
 #[test]
-fn range_scan_stops_before_end() {
+fn scan_between_stops_before_end() {
     let (_dir, db) = open_temp();
     for position in [1u64, 2, 3, 255, 256] {
         db.put(&tables::DEVICE_LIST_CHANGES, &position, &format!("@u{position}:x")).unwrap();
     }
     let found: Vec<u64> = db
-        .scan_range(&tables::DEVICE_LIST_CHANGES, &2u64.encode_key(), &256u64.encode_key())
+        .scan_between(&tables::DEVICE_LIST_CHANGES, &2u64.encode_key(), &256u64.encode_key())
         .unwrap()
         .into_iter()
         .map(|(position, _)| position)

@@ -57,10 +57,17 @@ pub async fn get_global(
     let body = &request.body;
     ensure_own_data(&sender.user_id, &body.user_id)?;
     let event_type = body.event_type.to_string();
-    let content = services
-        .account_data
-        .get(&body.user_id, None, &event_type)?
-        .ok_or_else(|| not_found(&event_type))?;
+    let stored = services.account_data.get(&body.user_id, None, &event_type)?;
+    let content = match stored {
+        Some(content) => content,
+        // Push rules are readable as account data even before the user changed any.
+        None if event_type == crate::service::push_rules::EVENT_TYPE => {
+            let rules = services.push_rules.get(&body.user_id)?;
+            serde_json::value::to_raw_value(&serde_json::json!({ "global": rules }))
+                .map_err(|error| anyhow::anyhow!("push rules do not serialise: {error}"))?
+        }
+        None => return Err(not_found(&event_type)),
+    };
     Ok(get_global_v3::Response::new(Raw::from_json(content)).into())
 }
 

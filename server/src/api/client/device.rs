@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use ruma::api::client::device::Device as RumaDevice;
+use axum::Json;
 use ruma::api::client::device::{
     delete_device::v3 as delete_device_v3, delete_devices::v3 as delete_devices_v3,
     get_device::v3 as get_device_v3, get_devices::v3 as get_devices_v3,
     update_device::v3 as update_device_v3,
 };
-use ruma::MilliSecondsSinceUnixEpoch;
+use serde_json::{json, Value};
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, Result};
@@ -18,15 +18,19 @@ use crate::service::accounts::Device;
 use crate::service::uia::confirm_password;
 use crate::service::Services;
 
-fn to_ruma(device: Device) -> RumaDevice {
-    let mut output = RumaDevice::new(device.device_id);
-    output.display_name = device.record.display_name;
-    output.last_seen_ip = device.record.last_seen_ip;
-    output.last_seen_ts = device
-        .record
-        .last_seen_ts
-        .and_then(|ts| ruma::UInt::new(ts))
-        .map(MilliSecondsSinceUnixEpoch);
+/// The device in the client format; unset fields are left out, as the spec types them as
+/// strings.
+fn to_json(device: Device) -> Value {
+    let mut output = json!({ "device_id": device.device_id });
+    if let Some(name) = device.record.display_name {
+        output["display_name"] = json!(name);
+    }
+    if let Some(ip) = device.record.last_seen_ip {
+        output["last_seen_ip"] = json!(ip);
+    }
+    if let Some(ts) = device.record.last_seen_ts {
+        output["last_seen_ts"] = json!(ts);
+    }
     output
 }
 
@@ -37,22 +41,22 @@ fn no_such_device() -> Error {
 pub async fn list(
     State(services): State<Arc<Services>>,
     request: Ruma<get_devices_v3::Request>,
-) -> Result<RumaResponse<get_devices_v3::Response>> {
+) -> Result<Json<Value>> {
     let sender = request.sender()?;
     let devices = services.accounts.list_devices(&sender.user_id)?;
-    Ok(get_devices_v3::Response::new(devices.into_iter().map(to_ruma).collect()).into())
+    Ok(Json(json!({ "devices": devices.into_iter().map(to_json).collect::<Vec<_>>() })))
 }
 
 pub async fn get_device(
     State(services): State<Arc<Services>>,
     request: Ruma<get_device_v3::Request>,
-) -> Result<RumaResponse<get_device_v3::Response>> {
+) -> Result<Json<Value>> {
     let sender = request.sender()?;
     let device = services
         .accounts
         .get_device(&sender.user_id, request.body.device_id.as_str())?
         .ok_or_else(no_such_device)?;
-    Ok(get_device_v3::Response::new(to_ruma(device)).into())
+    Ok(Json(to_json(device)))
 }
 
 pub async fn update(

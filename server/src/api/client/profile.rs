@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use ruma::api::client::profile::{
     delete_profile_field::v3 as delete_field_v3, get_profile::v3 as get_profile_v3,
     get_profile_field::v3 as get_field_v3, set_profile_field::v3 as set_field_v3,
@@ -11,8 +11,8 @@ use ruma::api::client::profile::{
 use ruma::profile::ProfileFieldValue;
 use ruma::UserId;
 
-use crate::api::ruma::{Ruma, RumaResponse};
-use crate::error::{Error, Result};
+use crate::api::ruma::{Authenticated, JsonBody, Ruma, RumaResponse};
+use crate::error::{Error, ErrorCode, Result};
 use crate::service::Services;
 
 /// Profiles of unknown users are answered with 404, as the spec asks.
@@ -59,16 +59,27 @@ pub async fn get_field(
     Ok(get_field_v3::Response::new(value).into())
 }
 
+/// Sets one field. The body is read as plain JSON rather than ruma's type so that a body without
+/// the key named in the path gets the spec's `M_MISSING_PARAM`.
 pub async fn set_field(
     State(services): State<Arc<Services>>,
-    request: Ruma<set_field_v3::Request>,
+    Authenticated(sender): Authenticated,
+    Path((user_id, key)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
 ) -> Result<RumaResponse<set_field_v3::Response>> {
-    let sender = request.sender()?;
-    let body = &request.body;
-    ensure_own_profile(&sender.user_id, &body.user_id)?;
-    let key = body.value.field_name();
-    let value = body.value.value().into_owned();
-    services.profiles.set_field_by_user(&body.user_id, key.as_str(), Some(value))?;
+    let user_id = UserId::parse(&user_id)
+        .map_err(|_| Error::invalid_param(format!("{user_id:?} is not a valid user ID")))?;
+    ensure_own_profile(&sender.user_id, &user_id)?;
+    let Some(object) = body.as_object() else {
+        return Err(Error::bad_json("The request body must be a JSON object"));
+    };
+    let Some(value) = object.get(&key) else {
+        return Err(Error::new(
+            ErrorCode::MissingParam,
+            format!("The request body must contain the key {key:?} named in the path"),
+        ));
+    };
+    services.profiles.set_field_by_user(&user_id, &key, Some(value.clone()))?;
     Ok(set_field_v3::Response::new().into())
 }
 

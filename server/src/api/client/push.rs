@@ -13,7 +13,7 @@ use ruma::api::client::push::{
 use ruma::push::{AnyPushRuleRef, InsertPushRuleError, RemovePushRuleError, RuleKind, Ruleset};
 
 use crate::api::ruma::{Ruma, RumaResponse};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::service::Services;
 
 fn rule_not_found(rule_id: &str) -> Error {
@@ -60,9 +60,10 @@ pub async fn set_rule(
     services.push_rules.update(&user_id, |ruleset| {
         ruleset.insert(body.rule, body.after.as_deref(), body.before.as_deref()).map_err(|error| {
             match error {
-                InsertPushRuleError::UnknownRuleId => {
-                    Error::not_found("The rule named in `before` or `after` does not exist")
-                }
+                InsertPushRuleError::UnknownRuleId => Error::new(
+                    ErrorCode::Unknown,
+                    "The rule named in `before` or `after` does not exist",
+                ),
                 other => Error::bad_json(format!("The push rule cannot be stored: {other}")),
             }
         })
@@ -78,9 +79,9 @@ pub async fn delete_rule(
     let body = &request.body;
     services.push_rules.update(&sender.user_id, |ruleset| {
         ruleset.remove(body.kind.clone(), &body.rule_id).map_err(|error| match error {
-            RemovePushRuleError::ServerDefault => {
-                Error::bad_json("Server-default push rules cannot be deleted; disable them instead")
-            }
+            RemovePushRuleError::ServerDefault => Error::not_found(
+                "Server-default push rules cannot be deleted; disable them instead",
+            ),
             _ => rule_not_found(&body.rule_id),
         })
     })?;
