@@ -7,6 +7,7 @@
 
 mod cross_signing;
 mod one_time;
+mod shared_rooms;
 pub mod signed_json;
 
 use std::collections::{BTreeMap, BTreeSet};

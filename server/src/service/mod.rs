@@ -40,7 +40,7 @@ pub struct Services {
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
-    pub rooms: rooms::Rooms,
+    pub rooms: Arc<rooms::Rooms>,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
     pub keys: Arc<keys::Keys>,
@@ -56,6 +56,14 @@ impl Services {
         let keys = Arc::new(keys::Keys::new(db.clone(), stream.clone(), server_name.clone()));
         let to_device =
             Arc::new(to_device::ToDevice::new(db.clone(), stream.clone(), server_name.clone()));
+        let rooms = Arc::new(rooms::Rooms::new(
+            db.clone(),
+            stream.clone(),
+            server_name.clone(),
+            &config.storage.data_dir,
+            &config.rooms.default_room_version,
+        )?);
+        keys.set_shared_rooms(rooms.clone());
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -67,13 +75,7 @@ impl Services {
             filters: filters::Filters::new(db.clone()),
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
-            rooms: rooms::Rooms::new(
-                db.clone(),
-                stream.clone(),
-                server_name.clone(),
-                &config.storage.data_dir,
-                &config.rooms.default_room_version,
-            )?,
+            rooms,
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
             keys,

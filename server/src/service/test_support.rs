@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 
 use super::accounts::Sender;
+use super::rooms::create::CreateRoomOptions;
+use super::rooms::membership::MemberProfile;
 use super::Services;
 use crate::error::{Error, ErrorCode};
 use crate::storage::Db;
@@ -39,6 +41,21 @@ impl TestServer {
                 .unwrap();
         }
         user_id
+    }
+
+    /// Creates a public room and has `members` join it.
+    pub async fn shared_room(
+        &self,
+        creator: &OwnedUserId,
+        members: &[&OwnedUserId],
+    ) -> OwnedRoomId {
+        let rooms = &self.services.rooms;
+        let options = CreateRoomOptions { preset: "public_chat".to_owned(), ..Default::default() };
+        let room_id = rooms.create_room(creator, options, None).await.unwrap();
+        for member in members {
+            rooms.join(&room_id, member, &MemberProfile::default(), None).await.unwrap();
+        }
+        room_id
     }
 
     /// Builds the sender of a request from this user and device.

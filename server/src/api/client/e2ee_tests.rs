@@ -138,7 +138,7 @@ async fn key_changes_rejects_foreign_token() {
     let server = server();
     let alice = client(&server, "alice", "PHONE").await;
     let (status, body) =
-        alice.call(Method::GET, "/_matrix/client/v3/keys/changes?from=s72&to=80", None).await;
+        alice.call(Method::GET, "/_matrix/client/v3/keys/changes?from=yesterday&to=80", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errcode"], "M_INVALID_PARAM");
 
@@ -320,4 +320,102 @@ async fn secret_storage_account_data_is_accepted() {
         assert_eq!(status, StatusCode::OK, "{event_type}: {body}");
         assert_eq!(body, content, "{event_type}");
     }
+}
+
+#[tokio::test]
+async fn sync_delivers_to_device_and_key_state() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let bob = client(&server, "bob", "PHONE").await;
+    let key = SigningKey::named("PHONE");
+    let one_time = key.sign(&bob.user_id, json!({ "key": SigningKey::named("c").public_key() }));
+    let fallback = key.sign(
+        &bob.user_id,
+        json!({ "key": SigningKey::named("f").public_key(), "fallback": true }),
+    );
+    let upload = json!({
+        "device_keys": device_keys(&bob.user_id, "PHONE", &key),
+        "one_time_keys": { "signed_curve25519:AAAAAQ": one_time },
+        "fallback_keys": { "signed_curve25519:AAAAAg": fallback },
+    });
+    let (status, body) =
+        bob.call(Method::POST, "/_matrix/client/v3/keys/upload", Some(upload)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, initial) = bob.call(Method::GET, "/_matrix/client/v3/sync", None).await;
+    assert_eq!(status, StatusCode::OK, "{initial}");
+    assert_eq!(initial["device_one_time_keys_count"]["signed_curve25519"], 1);
+    assert_eq!(initial["device_unused_fallback_key_types"], json!(["signed_curve25519"]));
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    // A waiting sync wakes for the message.
+    let waiting = {
+        let path = format!("/_matrix/client/v3/sync?since={since}&timeout=10000");
+        let app = bob.app.clone();
+        let access_token = bob.access_token.clone();
+        tokio::spawn(async move {
+            let waiter = Client { app, access_token, user_id: String::new() };
+            let started = std::time::Instant::now();
+            let response = waiter.call(Method::GET, &path, None).await;
+            (response, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let message = json!({ "messages": { bob.user_id.clone(): { "PHONE": { "secret": "hi" } } } });
+    let (status, _) =
+        alice.call(Method::PUT, "/_matrix/client/v3/sendToDevice/m.test/txn1", Some(message)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ((status, woken), waited) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{woken}");
+    assert!(waited < std::time::Duration::from_secs(5), "the sync waited {waited:?}");
+    let events = woken["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{woken}");
+    assert_eq!(events[0]["sender"], alice.user_id.as_str());
+    assert_eq!(events[0]["type"], "m.test");
+    assert_eq!(events[0]["content"], json!({ "secret": "hi" }));
+
+    // Repeating the same `since` redelivers; moving on acknowledges.
+    let (_, repeated) =
+        bob.call(Method::GET, &format!("/_matrix/client/v3/sync?since={since}"), None).await;
+    assert_eq!(repeated["to_device"]["events"].as_array().unwrap().len(), 1);
+    let next = woken["next_batch"].as_str().unwrap();
+    let (_, acknowledged) =
+        bob.call(Method::GET, &format!("/_matrix/client/v3/sync?since={next}"), None).await;
+    assert_eq!(acknowledged["to_device"]["events"], json!([]));
+
+    // A claim shows up in the counts of the next sync.
+    let claim =
+        json!({ "one_time_keys": { bob.user_id.clone(): { "PHONE": "signed_curve25519" } } });
+    alice.call(Method::POST, "/_matrix/client/v3/keys/claim", Some(claim.clone())).await;
+    alice.call(Method::POST, "/_matrix/client/v3/keys/claim", Some(claim)).await;
+    let (_, after_claims) = bob.call(Method::GET, "/_matrix/client/v3/sync", None).await;
+    assert_eq!(after_claims["device_one_time_keys_count"]["signed_curve25519"], 0);
+    assert_eq!(after_claims["device_unused_fallback_key_types"], json!([]));
+}
+
+#[tokio::test]
+async fn sync_reports_device_list_changes_of_room_members() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let bob = client(&server, "bob", "PHONE").await;
+    let alice_id = server.services.local_user_id("alice").unwrap();
+    let bob_id = server.services.local_user_id("bob").unwrap();
+    server.shared_room(&alice_id, &[&bob_id]).await;
+
+    let (_, initial) = bob.call(Method::GET, "/_matrix/client/v3/sync", None).await;
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    let key = SigningKey::named("PHONE");
+    let upload = json!({ "device_keys": device_keys(&alice.user_id, "PHONE", &key) });
+    alice.call(Method::POST, "/_matrix/client/v3/keys/upload", Some(upload)).await;
+
+    let (status, body) =
+        bob.call(Method::GET, &format!("/_matrix/client/v3/sync?since={since}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_lists"]["changed"], json!([alice.user_id]));
+    let next = body["next_batch"].as_str().unwrap();
+    let (_, changes) = bob
+        .call(Method::GET, &format!("/_matrix/client/v3/keys/changes?from={since}&to={next}"), None)
+        .await;
+    assert_eq!(changes["changed"], json!([alice.user_id]));
 }

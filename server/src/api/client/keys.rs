@@ -13,8 +13,9 @@ use ruma::api::client::keys::{
 };
 
 use crate::api::ruma::{Ruma, RumaResponse};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::service::keys::SigningKeysUpload;
+use crate::service::sync::parse_token;
 use crate::service::uia::confirm_password;
 use crate::service::Services;
 
@@ -65,17 +66,10 @@ pub async fn get_key_changes(
     request: Ruma<get_key_changes_v3::Request>,
 ) -> Result<RumaResponse<get_key_changes_v3::Response>> {
     let sender = request.sender()?;
-    let from = stream_position(&request.body.from, "from")?;
-    let to = stream_position(&request.body.to, "to")?;
+    let from = parse_token(&request.body.from)?;
+    let to = parse_token(&request.body.to)?;
     let changes = services.keys.device_list_changes(&sender.user_id, from, to)?;
     Ok(get_key_changes_v3::Response::new(changes.changed, changes.left).into())
-}
-
-/// Parses a sync token (`next_batch`) into the stream position it stands for.
-fn stream_position(token: &str, name: &str) -> Result<u64> {
-    token.parse().map_err(|_| {
-        Error::invalid_param(format!("{name} is not a sync token from this server: {token:?}"))
-    })
 }
 
 pub async fn upload_signing_keys(

@@ -1,5 +1,4 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use ruma::api::client::keys::upload_signatures::v3::SignedKeys;
 use ruma::encryption::OneTimeKey;
@@ -406,6 +405,7 @@ async fn device_list_changes_follow_devices_and_keys() {
     let services = &server.services;
     let alice = server.user("alice", &["PHONE"]).await;
     let bob = server.user("bob", &[]).await;
+    server.shared_room(&alice, &[&bob]).await;
 
     let since = services.stream.visible();
     TestDevice::new(&alice, "PHONE").upload(&services.keys, &[], None).unwrap();
@@ -434,46 +434,38 @@ async fn device_list_changes_follow_devices_and_keys() {
     assert_eq!(empty, DeviceListChanges::default());
 }
 
-/// Room membership where everyone in `sharing` shares a room with everyone else in it.
-struct OneRoom {
-    sharing: BTreeSet<OwnedUserId>,
-    left: BTreeSet<OwnedUserId>,
-}
-
-impl SharedRooms for OneRoom {
-    fn users_sharing_rooms(&self, user_id: &UserId) -> Result<BTreeSet<OwnedUserId>> {
-        if !self.sharing.contains(user_id) {
-            return Ok(BTreeSet::new());
-        }
-        Ok(self.sharing.iter().filter(|other| *other != user_id).cloned().collect())
-    }
-
-    fn shared_room_changes(&self, _: &UserId, _: u64, _: u64) -> Result<SharedRoomChanges> {
-        Ok(SharedRoomChanges { joined: BTreeSet::new(), left: self.left.clone() })
-    }
-}
-
 #[tokio::test]
-async fn device_list_changes_only_for_users_sharing_rooms() {
+async fn device_list_changes_follow_shared_rooms() {
     let server = server();
     let services = &server.services;
     let alice = server.user("alice", &["PHONE"]).await;
     let bob = server.user("bob", &["PHONE"]).await;
     let carol = server.user("carol", &["PHONE"]).await;
-    services.keys.set_shared_rooms(Arc::new(OneRoom {
-        sharing: BTreeSet::from([alice.clone(), bob.clone()]),
-        left: BTreeSet::from([carol.clone()]),
-    }));
+    let room_id = server.shared_room(&alice, &[&bob]).await;
 
     let since = services.stream.visible();
     for user_id in [&alice, &bob, &carol] {
         TestDevice::new(user_id, "PHONE").upload(&services.keys, &[], None).unwrap();
     }
-    let until = services.stream.visible();
+    let after_uploads = services.stream.visible();
+    let changes = services.keys.device_list_changes(&alice, since, after_uploads).unwrap();
+    assert_eq!(changes.changed, vec![alice.clone(), bob.clone()], "Carol shares no room");
+    assert!(changes.left.is_empty());
 
-    let changes = services.keys.device_list_changes(&alice, since, until).unwrap();
-    assert_eq!(changes.changed, [alice.clone(), bob.clone()]);
-    assert_eq!(changes.left, vec![carol.clone()]);
+    services.rooms.join(&room_id, &carol, &Default::default(), None).await.unwrap();
+    let after_join = services.stream.visible();
+    let changes = services.keys.device_list_changes(&alice, after_uploads, after_join).unwrap();
+    assert_eq!(changes.changed, vec![carol.clone()], "a new room member's devices are news");
+    let changes = services.keys.device_list_changes(&carol, after_uploads, after_join).unwrap();
+    assert_eq!(changes.changed, vec![alice.clone(), bob.clone()], "so are the new room's members");
+
+    services.rooms.leave(&room_id, &bob, None).await.unwrap();
+    let after_leave = services.stream.visible();
+    let changes = services.keys.device_list_changes(&alice, after_join, after_leave).unwrap();
+    assert!(changes.changed.is_empty());
+    assert_eq!(changes.left, vec![bob.clone()]);
+    let changes = services.keys.device_list_changes(&bob, after_join, after_leave).unwrap();
+    assert_eq!(changes.left, vec![alice.clone(), carol.clone()]);
 }
 
 /// A user's three cross-signing keys.
