@@ -326,3 +326,213 @@ async fn recovery_restores_history_on_new_device() {
     assert!(texts.contains(&"Patient in bed 4 is stable".to_owned()), "{texts:?}");
     assert!(texts.contains(&"Noted, next check at 18:00".to_owned()), "{texts:?}");
 }
+
+/// An ed25519 key pair whose key ID is `ed25519:<name>`, for hand-built key uploads.
+struct SigningKey(ruma::signatures::Ed25519KeyPair);
+
+impl SigningKey {
+    fn named(name: &str) -> Self {
+        let document = ruma::signatures::Ed25519KeyPair::generate();
+        Self(ruma::signatures::Ed25519KeyPair::from_der(&document, name.to_owned()).unwrap())
+    }
+
+    fn public_key(&self) -> String {
+        ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(self.0.public_key().to_vec())
+            .encode()
+    }
+
+    /// Adds this key's signature, made as `signer`, to a JSON object.
+    fn sign(&self, signer: &str, object: serde_json::Value) -> serde_json::Value {
+        let Ok(ruma::CanonicalJsonValue::Object(mut canonical)) = object.try_into() else {
+            panic!("only objects can be signed");
+        };
+        ruma::signatures::sign_json(signer, &self.0, &mut canonical).unwrap();
+        serde_json::to_value(canonical).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn key_endpoints_match_spec() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let device_id = alice.device_id.as_str();
+    let key = SigningKey::named(device_id);
+    let device_keys = key.sign(
+        &alice.user_id,
+        json!({
+            "user_id": alice.user_id,
+            "device_id": device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {
+                format!("curve25519:{device_id}"): SigningKey::named("c").public_key(),
+                format!("ed25519:{device_id}"): key.public_key(),
+            },
+        }),
+    );
+    let one_time = key.sign(&alice.user_id, json!({ "key": SigningKey::named("o").public_key() }));
+    let fallback = key.sign(
+        &alice.user_id,
+        json!({ "key": SigningKey::named("f").public_key(), "fallback": true }),
+    );
+
+    let upload = "/_matrix/client/v3/keys/upload";
+    let mut tampered = device_keys.clone();
+    tampered["algorithms"] = json!(["m.megolm.v1.aes-sha2"]);
+    server
+        .post(upload, alice.token(), &json!({ "device_keys": tampered }))
+        .await
+        .assert_matrix_error(400, "M_INVALID_SIGNATURE");
+    let body = json!({
+        "device_keys": device_keys,
+        "one_time_keys": { "signed_curve25519:AAAAAQ": one_time },
+        "fallback_keys": { "signed_curve25519:AAAAAg": fallback },
+    });
+    let uploaded = server.post(upload, alice.token(), &body).await;
+    uploaded.assert_status(200).assert_spec(upload);
+    assert_eq!(uploaded.body["one_time_key_counts"]["signed_curve25519"], 1);
+
+    let query = "/_matrix/client/v3/keys/query";
+    let body = json!({ "device_keys": { alice.user_id.clone(): [], "@dave:remote.example": [] } });
+    let queried = server.post(query, bob.token(), &body).await;
+    queried.assert_status(200).assert_spec(query);
+    assert!(queried.body["device_keys"][&alice.user_id][device_id].is_object());
+    assert!(queried.body["failures"]["remote.example"].is_object());
+
+    let claim = "/_matrix/client/v3/keys/claim";
+    let body =
+        json!({ "one_time_keys": { alice.user_id.clone(): { device_id: "signed_curve25519" } } });
+    for expected in ["signed_curve25519:AAAAAQ", "signed_curve25519:AAAAAg"] {
+        let claimed = server.post(claim, bob.token(), &body).await;
+        claimed.assert_status(200).assert_spec(claim);
+        assert!(claimed.body["one_time_keys"][&alice.user_id][device_id][expected].is_object());
+    }
+
+    let changes = "/_matrix/client/v3/keys/changes";
+    let synced = server.get("/_matrix/client/v3/sync", bob.token()).await;
+    let to = synced.str_field("next_batch");
+    let listed = server.get(&format!("{changes}?from=0&to={to}"), bob.token()).await;
+    listed.assert_status(200).assert_spec(changes);
+    server
+        .get(&format!("{changes}?from=yesterday&to={to}"), bob.token())
+        .await
+        .assert_matrix_error(400, "M_INVALID_PARAM");
+
+    let signing = "/_matrix/client/v3/keys/device_signing/upload";
+    // Cross-signing keys are named after their public key; only the public halves are needed.
+    let cross_signing_key = |usage: &str| {
+        let public_key = SigningKey::named(usage).public_key();
+        json!({
+            "user_id": alice.user_id,
+            "usage": [usage],
+            "keys": { format!("ed25519:{public_key}"): public_key },
+        })
+    };
+    let body = json!({ "master_key": cross_signing_key("master") });
+    let stored = server.post(signing, alice.token(), &body).await;
+    stored.assert_status(200).assert_spec(signing);
+    let unsigned_self_signing = cross_signing_key("self_signing");
+    // A key the server does not have yet needs the password, and then fails its signature check.
+    let mut body = json!({ "self_signing_key": unsigned_self_signing });
+    let session = server.uia_session(signing, alice.token(), &body).await;
+    body["auth"] = caduceus_tests::password_auth("alice", PASSWORD, Some(&session));
+    let rejected = server.post(signing, alice.token(), &body).await;
+    rejected.assert_matrix_error(400, "M_INVALID_SIGNATURE").assert_spec(signing);
+
+    let signatures = "/_matrix/client/v3/keys/signatures/upload";
+    let body = json!({ alice.user_id.clone(): { "NOSUCHKEY": { "keys": {} } } });
+    let reported = server.post(signatures, alice.token(), &body).await;
+    reported.assert_status(200).assert_spec(signatures);
+    assert_eq!(reported.body["failures"][&alice.user_id]["NOSUCHKEY"]["errcode"], "M_NOT_FOUND");
+
+    let to_device = "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}";
+    let body = json!({ "messages": { bob.user_id.clone(): { "*": { "hello": "bob" } } } });
+    let sent =
+        server.put("/_matrix/client/v3/sendToDevice/m.test/txn1", alice.token(), &body).await;
+    sent.assert_status(200).assert_spec(to_device);
+}
+
+#[tokio::test]
+async fn backup_endpoints_match_spec() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let version_path = "/_matrix/client/v3/room_keys/version";
+    let algorithm = json!({
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+        "auth_data": { "public_key": SigningKey::named("b").public_key(), "signatures": {} },
+    });
+    let session = json!({
+        "first_message_index": 0,
+        "forwarded_count": 0,
+        "is_verified": true,
+        "session_data": { "ephemeral": "YWJj", "ciphertext": "YWJj", "mac": "YWJj" },
+    });
+
+    server
+        .get(version_path, alice.token())
+        .await
+        .assert_matrix_error(404, "M_NOT_FOUND")
+        .assert_spec(version_path);
+    let created = server.post(version_path, alice.token(), &algorithm).await;
+    created.assert_status(200).assert_spec(version_path);
+    let old = created.str_field("version").to_owned();
+    let created = server.post(version_path, alice.token(), &algorithm).await;
+    let current = created.str_field("version").to_owned();
+
+    let session_path = "/_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}";
+    let room_path = "/_matrix/client/v3/room_keys/keys/{roomId}";
+    let all_path = "/_matrix/client/v3/room_keys/keys";
+    let room = caduceus_tests::encode_path_segment("!room:localhost");
+    let session_url = |version: &str| format!("{all_path}/{room}/sess?version={version}");
+    let stored = server.put(&session_url(&current), alice.token(), &session).await;
+    stored.assert_status(200).assert_spec(session_path);
+    assert_eq!(stored.body["count"], 1);
+
+    let wrong = server.put(&session_url(&old), alice.token(), &session).await;
+    wrong.assert_matrix_error(403, "M_WRONG_ROOM_KEYS_VERSION").assert_spec(session_path);
+    assert_eq!(wrong.body["current_version"], current.as_str());
+    server
+        .get(&session_url("99"), alice.token())
+        .await
+        .assert_matrix_error(404, "M_NOT_FOUND")
+        .assert_spec(session_path);
+
+    let latest = server.get(version_path, alice.token()).await;
+    latest.assert_status(200).assert_spec(version_path);
+    assert_eq!(latest.body["count"], 1);
+    let by_version = format!("{version_path}/{current}");
+    server
+        .get(&by_version, alice.token())
+        .await
+        .assert_status(200)
+        .assert_spec("/_matrix/client/v3/room_keys/version/{version}");
+    let mut updated = algorithm.clone();
+    updated["version"] = json!(current);
+    server
+        .put(&by_version, alice.token(), &updated)
+        .await
+        .assert_status(200)
+        .assert_spec("/_matrix/client/v3/room_keys/version/{version}");
+
+    server
+        .get(&session_url(&current), alice.token())
+        .await
+        .assert_status(200)
+        .assert_spec(session_path);
+    let room_url = format!("{all_path}/{room}?version={current}");
+    server.get(&room_url, alice.token()).await.assert_status(200).assert_spec(room_path);
+    let all_url = format!("{all_path}?version={current}");
+    let all = server.get(&all_url, alice.token()).await;
+    all.assert_status(200).assert_spec(all_path);
+    assert_eq!(all.body["rooms"]["!room:localhost"]["sessions"]["sess"], session);
+
+    let deleted = server.delete(&all_url, alice.token(), None).await;
+    deleted.assert_status(200).assert_spec(all_path);
+    assert_eq!(deleted.body["count"], 0);
+    server
+        .delete(&by_version, alice.token(), None)
+        .await
+        .assert_status(200)
+        .assert_spec("/_matrix/client/v3/room_keys/version/{version}");
+    server.get(&by_version, alice.token()).await.assert_matrix_error(404, "M_NOT_FOUND");
+}
