@@ -16,7 +16,7 @@ use super::client::{
     membership, message, profile, push, receipt, redact, register, relations, room, session, state,
     sync, typing,
 };
-use super::client::{backup, keys, to_device};
+use super::client::{backup, dehydrated_device, keys, to_device};
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
 
@@ -104,6 +104,16 @@ pub fn router(services: Arc<Services>) -> Router {
             get(backup::get_session_key)
                 .put(backup::add_session_key)
                 .delete(backup::delete_session_key),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
+            get(dehydrated_device::get_dehydrated_device)
+                .put(dehydrated_device::put_dehydrated_device)
+                .delete(dehydrated_device::delete_dehydrated_device),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events",
+            post(dehydrated_device::get_events),
         )
         .route("/_matrix/client/v3/sync", get(sync::sync_events))
         .route("/_matrix/client/v3/createRoom", post(room::create_room))

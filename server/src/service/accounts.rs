@@ -222,6 +222,39 @@ impl Accounts {
         Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
     }
 
+    /// Creates a device without an access token, such as a dehydrated device, which receives
+    /// keys while no client is logged in on it. Fails with `M_INVALID_PARAM` if the user
+    /// already has a device with this ID.
+    pub fn create_device_without_token(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        {
+            let _guard = self.create_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let key = (user_id.to_string(), device_id.to_string());
+            if self.db.get(&DEVICES, &key)?.is_some() {
+                return Err(Error::invalid_param(format!(
+                    "You already have a device with the ID {device_id}; choose another ID"
+                )));
+            }
+            let record = DeviceRecord {
+                display_name,
+                created_ts: now_ms(),
+                access_token_hash: None,
+                last_seen_ts: None,
+                last_seen_ip: None,
+            };
+            self.db.put(&DEVICES, &key, &record)?;
+        }
+        tracing::info!(user_id = %user_id, device_id = %device_id, "device without access token created");
+        for observer in &self.device_observers {
+            observer.device_created(user_id, device_id)?;
+        }
+        Ok(())
+    }
+
     /// Looks up the user and device behind an access token.
     pub fn authenticate(&self, access_token: &str) -> Result<Option<Sender>> {
         let token_hash = hash_token(access_token);

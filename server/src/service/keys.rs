@@ -233,6 +233,22 @@ impl Keys {
         self.one_time_key_counts(user_id, device_id)
     }
 
+    /// Checks keys for a new device as [`Keys::upload`] would, without storing anything.
+    pub fn check_new_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        device_keys: &Raw<DeviceKeys>,
+        one_time_keys: &BTreeMap<ruma::OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>>,
+        fallback_keys: &BTreeMap<ruma::OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>>,
+    ) -> Result<()> {
+        let device_keys = check_device_keys(user_id, device_id, device_keys)?;
+        let ed25519 = device_ed25519(&device_keys, device_id);
+        one_time::check_keys(user_id, device_id, one_time_keys, ed25519.as_deref())?;
+        one_time::check_fallback_keys(user_id, device_id, fallback_keys, ed25519.as_deref())?;
+        Ok(())
+    }
+
     /// Looks up device and cross-signing keys, as `/keys/query` does. `requester` receives the
     /// signatures their own user-signing key made on other users' master keys, and their own
     /// user-signing key; other users' signatures of that kind stay private.

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod dehydrated_device;
 pub mod filters;
 pub mod key_backup;
 pub mod keys;
@@ -46,6 +47,7 @@ pub struct Services {
     pub keys: Arc<keys::Keys>,
     pub to_device: Arc<to_device::ToDevice>,
     pub key_backup: key_backup::KeyBackup,
+    pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
 }
 
 impl Services {
@@ -56,6 +58,7 @@ impl Services {
         let keys = Arc::new(keys::Keys::new(db.clone(), stream.clone(), server_name.clone()));
         let to_device =
             Arc::new(to_device::ToDevice::new(db.clone(), stream.clone(), server_name.clone()));
+        let dehydrated_device = Arc::new(dehydrated_device::DehydratedDevices::new(db.clone()));
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
@@ -68,7 +71,8 @@ impl Services {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
                 .with_device_observer(keys.clone())
-                .with_device_observer(to_device.clone()),
+                .with_device_observer(to_device.clone())
+                .with_device_observer(dehydrated_device.clone()),
             uia: uia::Uia::new(),
             profiles: profiles::Profiles::new(db.clone()),
             account_data: account_data.clone(),
@@ -81,6 +85,7 @@ impl Services {
             keys,
             to_device,
             key_backup: key_backup::KeyBackup::new(db),
+            dehydrated_device,
             stream,
             config,
         }))

@@ -30,6 +30,7 @@ pub const ALL: &[&str] = &[
     TO_DEVICE_TXNS.name(),
     BACKUP_VERSIONS.name(),
     BACKUP_KEYS.name(),
+    DEHYDRATED_DEVICES.name(),
     ACCOUNT_DATA_CHANGES.name(),
     ROOMS.name(),
     PDUS.name(),
@@ -114,6 +115,10 @@ pub const BACKUP_VERSIONS: Table<(String, String), BackupVersionRecord> =
 /// `KeyBackupData` object as uploaded. Owner: `service::key_backup`.
 pub const BACKUP_KEYS: Table<(String, String, String, String), JsonObject> =
     Table::new("backup_keys");
+
+/// Each user's dehydrated device (MSC3814), by user ID. Owner: `service::dehydrated_device`.
+pub const DEHYDRATED_DEVICES: Table<String, DehydratedDeviceRecord> =
+    Table::new("dehydrated_devices");
 
 /// A JSON object as a client sent it, kept whole so that signatures over it stay valid.
 pub type JsonObject = serde_json::Map<String, Value>;
@@ -308,4 +313,11 @@ pub struct BackupVersionRecord {
     pub created_ts: u64,
     #[serde(default)]
     pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DehydratedDeviceRecord {
+    pub device_id: String,
+    /// The device's private keys, encrypted by the client; the server only stores them.
+    pub device_data: Box<RawValue>,
 }

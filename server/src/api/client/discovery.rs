@@ -16,7 +16,8 @@ const VERSIONS: &[&str] =
     &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"];
 
 pub async fn versions() -> Json<Value> {
-    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+    // MSC3814: dehydrated devices under /unstable/org.matrix.msc3814.v1/dehydrated_device.
+    Json(json!({ "versions": VERSIONS, "unstable_features": { "org.matrix.msc3814": true } }))
 }
 
 pub async fn well_known_client(State(services): State<Arc<Services>>) -> Json<Value> {

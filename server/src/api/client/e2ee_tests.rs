@@ -419,3 +419,113 @@ async fn sync_reports_device_list_changes_of_room_members() {
         .await;
     assert_eq!(changes["changed"], json!([alice.user_id]));
 }
+
+#[tokio::test]
+async fn dehydrated_device_lifecycle() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let bob = client(&server, "bob", "PHONE").await;
+    let path = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
+    let device_data = json!({ "algorithm": "org.matrix.msc3814.v2", "device_pickle": "c2VjcmV0", "nonce": "bm9uY2U" });
+    let upload = |device_id: &str, key: &SigningKey| {
+        json!({
+            "device_id": device_id,
+            "device_data": device_data,
+            "initial_device_display_name": "Dehydrated device",
+            "device_keys": device_keys(&alice.user_id, device_id, key),
+            "one_time_keys": {
+                "signed_curve25519:AAAAAQ":
+                    key.sign(&alice.user_id, json!({ "key": SigningKey::named("c").public_key() })),
+            },
+        })
+    };
+    let query_devices = || async {
+        let body = json!({ "device_keys": { alice.user_id.clone(): [] } });
+        let (_, keys) = bob.call(Method::POST, "/_matrix/client/v3/keys/query", Some(body)).await;
+        let devices = keys["device_keys"][&alice.user_id].as_object().cloned().unwrap_or_default();
+        devices.keys().cloned().collect::<Vec<String>>()
+    };
+
+    let (status, body) = alice.call(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+
+    // Bad keys change nothing.
+    let mut bad = upload("DEHYDRATED1", &SigningKey::named("DEHYDRATED1"));
+    bad["device_keys"]["algorithms"] = json!([]);
+    let (status, body) = alice.call(Method::PUT, path, Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errcode"], "M_INVALID_SIGNATURE");
+    assert_eq!(alice.call(Method::GET, path, None).await.0, StatusCode::NOT_FOUND);
+    assert!(server
+        .services
+        .accounts
+        .get_device(&alice_id(&server), "DEHYDRATED1")
+        .unwrap()
+        .is_none());
+
+    // A real device's ID cannot be taken.
+    let (status, body) =
+        alice.call(Method::PUT, path, Some(upload("PHONE", &SigningKey::named("PHONE")))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errcode"], "M_INVALID_PARAM");
+
+    let first_key = SigningKey::named("DEHYDRATED1");
+    let (status, body) =
+        alice.call(Method::PUT, path, Some(upload("DEHYDRATED1", &first_key))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], "DEHYDRATED1");
+    let (status, body) = alice.call(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], "DEHYDRATED1");
+    assert_eq!(body["device_data"], device_data);
+    assert!(query_devices().await.contains(&"DEHYDRATED1".to_owned()), "others can encrypt to it");
+
+    // Messages for the dehydrated device wait until it is rehydrated.
+    let message =
+        json!({ "messages": { alice.user_id.clone(): { "DEHYDRATED1": { "room_key": "k" } } } });
+    let (status, _) =
+        bob.call(Method::PUT, "/_matrix/client/v3/sendToDevice/m.test/txn1", Some(message)).await;
+    assert_eq!(status, StatusCode::OK);
+    let events_path = format!("{path}/DEHYDRATED1/events");
+    let (status, first) = alice.call(Method::POST, &events_path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["events"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["events"][0]["content"], json!({ "room_key": "k" }));
+    let next_batch = first["next_batch"].as_str().unwrap();
+    let (_, second) =
+        alice.call(Method::POST, &events_path, Some(json!({ "next_batch": next_batch }))).await;
+    assert_eq!(second["events"], json!([]), "the collected messages are acknowledged");
+    let (status, _) =
+        alice.call(Method::POST, &format!("{path}/PHONE/events"), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only the dehydrated device's messages are offered");
+
+    // A new dehydrated device replaces the old one.
+    let (status, _) = alice
+        .call(Method::PUT, path, Some(upload("DEHYDRATED2", &SigningKey::named("DEHYDRATED2"))))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let devices = query_devices().await;
+    assert!(devices.contains(&"DEHYDRATED2".to_owned()), "{devices:?}");
+    assert!(!devices.contains(&"DEHYDRATED1".to_owned()), "{devices:?}");
+
+    let (status, body) = alice.call(Method::DELETE, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], "DEHYDRATED2");
+    assert_eq!(alice.call(Method::GET, path, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(alice.call(Method::DELETE, path, None).await.0, StatusCode::NOT_FOUND);
+    assert!(!query_devices().await.contains(&"DEHYDRATED2".to_owned()));
+}
+
+fn alice_id(server: &TestServer) -> ruma::OwnedUserId {
+    server.services.local_user_id("alice").unwrap()
+}
+
+#[tokio::test]
+async fn versions_advertise_dehydrated_devices() {
+    let server = server();
+    let alice = client(&server, "alice", "PHONE").await;
+    let (status, body) = alice.call(Method::GET, "/_matrix/client/versions", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["unstable_features"]["org.matrix.msc3814"], true);
+}
