@@ -29,7 +29,7 @@ pub enum ConfigError {
 }
 
 /// All settings of the homeserver.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -133,18 +133,6 @@ impl Default for RegistrationConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self { level: "info".to_owned(), format: LogFormat::Text }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            registration: RegistrationConfig::default(),
-            rooms: RoomsConfig::default(),
-            logging: LoggingConfig::default(),
-        }
     }
 }
 

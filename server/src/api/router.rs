@@ -138,6 +138,11 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}",
             get(state::get_one).put(state::send),
         )
+        // Clients address the empty state key with a trailing slash.
+        .route(
+            "/_matrix/client/v3/rooms/{roomId}/state/{eventType}/",
+            get(state::get_one).put(state::send),
+        )
         .route("/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}", put(message::send))
         .route("/_matrix/client/v3/rooms/{roomId}/messages", get(message::messages))
         .route("/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}", put(redact::redact))
@@ -211,7 +216,9 @@ fn cors() -> CorsLayer {
         .max_age(Duration::from_secs(24 * 60 * 60))
 }
 
-async fn unrecognized() -> Error {
+async fn unrecognized(method: Method, uri: axum::http::Uri) -> Error {
+    // The path only: the query string can carry an access token.
+    tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
     Error::new(ErrorCode::Unrecognized { method_not_allowed: false }, "Unrecognized request")
 }
 

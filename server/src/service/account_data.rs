@@ -11,6 +11,9 @@ use crate::storage::codec::prefix;
 use crate::storage::tables::{ACCOUNT_DATA, ACCOUNT_DATA_CHANGES};
 use crate::storage::Db;
 
+/// One account data event: room ID (None for global data), event type and content.
+pub type AccountDataEvent = (Option<String>, String, Box<RawValue>);
+
 pub struct AccountData {
     db: Arc<Db>,
     stream: Arc<Stream>,
@@ -76,7 +79,7 @@ impl AccountData {
         user_id: &UserId,
         since: u64,
         up_to: u64,
-    ) -> Result<Vec<(Option<String>, String, Box<RawValue>)>> {
+    ) -> Result<Vec<AccountDataEvent>> {
         let start = (user_id.to_string(), since.saturating_add(1));
         let changes =
             self.db.scan_range(&ACCOUNT_DATA_CHANGES, &start, &prefix(&[user_id.as_str()]))?;
@@ -95,7 +98,7 @@ impl AccountData {
     }
 
     /// Every account data event of a user, global and per room.
-    pub fn all(&self, user_id: &UserId) -> Result<Vec<(Option<String>, String, Box<RawValue>)>> {
+    pub fn all(&self, user_id: &UserId) -> Result<Vec<AccountDataEvent>> {
         let records = self.db.scan_prefix(&ACCOUNT_DATA, &prefix(&[user_id.as_str()]))?;
         Ok(records
             .into_iter()

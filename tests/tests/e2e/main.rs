@@ -15,3 +15,4 @@ mod errors;
 mod profile;
 mod push_rules;
 mod restart;
+mod rooms;
