@@ -16,14 +16,20 @@ use crate::storage::StorageError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorCode {
     Forbidden,
-    UnknownToken { soft_logout: bool },
+    UnknownToken {
+        soft_logout: bool,
+    },
     MissingToken,
     UserLocked,
     BadJson,
     NotJson,
     NotFound,
-    LimitExceeded { retry_after: Option<Duration> },
-    Unrecognized { method_not_allowed: bool },
+    LimitExceeded {
+        retry_after: Option<Duration>,
+    },
+    Unrecognized {
+        method_not_allowed: bool,
+    },
     Unknown,
     Unauthorized,
     UserDeactivated,
@@ -37,6 +43,11 @@ pub enum ErrorCode {
     WeakPassword,
     KeyTooLarge,
     ProfileTooLarge,
+    InvalidSignature,
+    /// A key backup upload named a version other than the current one.
+    WrongRoomKeysVersion {
+        current_version: String,
+    },
     UnsupportedRoomVersion,
     RoomInUse,
     InvalidRoomState,
@@ -71,6 +82,8 @@ impl ErrorCode {
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::KeyTooLarge => "M_KEY_TOO_LARGE",
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
+            Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
@@ -87,7 +100,8 @@ impl ErrorCode {
             Self::Forbidden
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
-            | Self::UserLocked => StatusCode::FORBIDDEN,
+            | Self::UserLocked
+            | Self::WrongRoomKeysVersion { .. } => StatusCode::FORBIDDEN,
             Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
             }
@@ -109,7 +123,8 @@ impl ErrorCode {
             | Self::WeakPassword
             | Self::KeyTooLarge
             | Self::ProfileTooLarge
-            | Self::UnsupportedRoomVersion
+            | Self::InvalidSignature => StatusCode::BAD_REQUEST,
+            Self::UnsupportedRoomVersion
             | Self::RoomInUse
             | Self::InvalidRoomState
             | Self::BadState
@@ -205,6 +220,9 @@ fn error_body(code: &ErrorCode, message: &str) -> Map<String, Value> {
         }
         ErrorCode::LimitExceeded { retry_after: Some(retry_after) } => {
             body.insert("retry_after_ms".to_owned(), json!(retry_after.as_millis() as u64));
+        }
+        ErrorCode::WrongRoomKeysVersion { current_version } => {
+            body.insert("current_version".to_owned(), json!(current_version));
         }
         _ => {}
     }

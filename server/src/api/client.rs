@@ -3,13 +3,18 @@
 pub mod account;
 pub mod alias;
 pub mod authenticated_media;
+pub mod backup;
 pub mod capabilities;
 pub mod config;
 pub mod context;
+pub mod dehydrated_device;
 pub mod device;
 pub mod directory;
 pub mod discovery;
+#[cfg(test)]
+mod e2ee_tests;
 pub mod filter;
+pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod message;
@@ -23,4 +28,5 @@ pub mod room;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod to_device;
 pub mod typing;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{header, Method, Request};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -16,9 +16,9 @@ use super::client::{
     discovery, filter, media, membership, message, profile, push, receipt, redact, register,
     relations, room, session, state, sync, typing,
 };
+use super::client::{backup, dehydrated_device, keys, to_device};
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
-use axum::routing::put;
 
 pub fn router(services: Arc<Services>) -> Router {
     let client = Router::new()
@@ -72,6 +72,48 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions",
             get(push::get_actions).put(push::set_actions),
+        )
+        .route("/_matrix/client/v3/keys/upload", post(keys::upload_keys))
+        .route("/_matrix/client/v3/keys/query", post(keys::get_keys))
+        .route("/_matrix/client/v3/keys/claim", post(keys::claim_keys))
+        .route("/_matrix/client/v3/keys/changes", get(keys::get_key_changes))
+        .route("/_matrix/client/v3/keys/device_signing/upload", post(keys::upload_signing_keys))
+        .route("/_matrix/client/v3/keys/signatures/upload", post(keys::upload_signatures))
+        .route(
+            "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}",
+            put(to_device::send_event_to_device),
+        )
+        .route(
+            "/_matrix/client/v3/room_keys/version",
+            get(backup::get_latest_version).post(backup::create_version),
+        )
+        .route(
+            "/_matrix/client/v3/room_keys/version/{version}",
+            get(backup::get_version).put(backup::update_version).delete(backup::delete_version),
+        )
+        .route(
+            "/_matrix/client/v3/room_keys/keys",
+            get(backup::get_keys).put(backup::add_keys).delete(backup::delete_keys),
+        )
+        .route(
+            "/_matrix/client/v3/room_keys/keys/{roomId}",
+            get(backup::get_room_keys).put(backup::add_room_keys).delete(backup::delete_room_keys),
+        )
+        .route(
+            "/_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}",
+            get(backup::get_session_key)
+                .put(backup::add_session_key)
+                .delete(backup::delete_session_key),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
+            get(dehydrated_device::get_dehydrated_device)
+                .put(dehydrated_device::put_dehydrated_device)
+                .delete(dehydrated_device::delete_dehydrated_device),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events",
+            post(dehydrated_device::get_events),
         )
         .route("/_matrix/client/v3/sync", get(sync::sync_events))
         .route("/_matrix/client/v3/createRoom", post(room::create_room))

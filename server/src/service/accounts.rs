@@ -7,7 +7,7 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use rand::distributions::{Alphanumeric, Uniform};
 use rand::{Rng, RngCore};
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
 use super::now_ms;
@@ -47,17 +47,39 @@ pub struct Device {
     pub record: DeviceRecord,
 }
 
+/// Keeps per-device state owned by another service in step with devices: end-to-end
+/// encryption keys, device-list changes, queued to-device messages.
+pub trait DeviceObserver: Send + Sync {
+    /// Called after a new device is committed (not when a login reuses a device ID).
+    fn device_created(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()>;
+
+    /// Called after devices are deleted, with the IDs that existed.
+    fn devices_deleted(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()>;
+}
+
 pub struct Accounts {
     db: Arc<Db>,
     server_name: OwnedServerName,
     /// Serialises the check-then-create step of registration, so two requests for one user ID
     /// cannot both succeed.
     create_lock: std::sync::Mutex<()>,
+    device_observers: Vec<Arc<dyn DeviceObserver>>,
 }
 
 impl Accounts {
     pub fn new(db: Arc<Db>, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, create_lock: std::sync::Mutex::new(()) }
+        Self {
+            db,
+            server_name,
+            create_lock: std::sync::Mutex::new(()),
+            device_observers: Vec::new(),
+        }
+    }
+
+    /// Adds an observer that hears of every device created and deleted.
+    pub fn with_device_observer(mut self, observer: Arc<dyn DeviceObserver>) -> Self {
+        self.device_observers.push(observer);
+        self
     }
 
     /// Checks a requested localpart: the characters the spec allows for new user IDs, and
@@ -153,6 +175,7 @@ impl Accounts {
         let device_id = device_id.unwrap_or_else(generate_device_id);
         let device_key = (user_id.to_string(), device_id.to_string());
         let existing = self.db.get(&DEVICES, &device_key)?;
+        let is_new = existing.is_none();
 
         let access_token = generate_access_token();
         let token_hash = hash_token(&access_token);
@@ -190,8 +213,46 @@ impl Accounts {
         );
         self.db.commit(batch)?;
         tracing::info!(user_id = %user_id, device_id = %device_id, "session created");
+        if is_new {
+            for observer in &self.device_observers {
+                observer.device_created(user_id, &device_id)?;
+            }
+        }
 
         Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
+    }
+
+    /// Creates a device without an access token, such as a dehydrated device, which receives
+    /// keys while no client is logged in on it. Fails with `M_INVALID_PARAM` if the user
+    /// already has a device with this ID.
+    pub fn create_device_without_token(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        {
+            let _guard = self.create_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let key = (user_id.to_string(), device_id.to_string());
+            if self.db.get(&DEVICES, &key)?.is_some() {
+                return Err(Error::invalid_param(format!(
+                    "You already have a device with the ID {device_id}; choose another ID"
+                )));
+            }
+            let record = DeviceRecord {
+                display_name,
+                created_ts: now_ms(),
+                access_token_hash: None,
+                last_seen_ts: None,
+                last_seen_ip: None,
+            };
+            self.db.put(&DEVICES, &key, &record)?;
+        }
+        tracing::info!(user_id = %user_id, device_id = %device_id, "device without access token created");
+        for observer in &self.device_observers {
+            observer.device_created(user_id, device_id)?;
+        }
+        Ok(())
     }
 
     /// Looks up the user and device behind an access token.
@@ -243,6 +304,7 @@ impl Accounts {
     /// skipped.
     pub fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let mut batch = self.db.batch();
+        let mut deleted = Vec::new();
         for device_id in device_ids {
             let key = (user_id.to_string(), device_id.clone());
             if let Some(device) = self.db.get(&DEVICES, &key)? {
@@ -250,10 +312,18 @@ impl Accounts {
                     batch.delete(&ACCESS_TOKENS, &token_hash);
                 }
                 batch.delete(&DEVICES, &key);
+                deleted.push(OwnedDeviceId::from(device_id.as_str()));
             }
         }
         self.db.commit(batch)?;
         tracing::info!(user_id = %user_id, count = device_ids.len(), "devices deleted");
+        // NOTE: observers run after the commit, so a crash in between leaves their state for
+        // the deleted devices behind; key queries skip devices that no longer exist.
+        if !deleted.is_empty() {
+            for observer in &self.device_observers {
+                observer.devices_deleted(user_id, &deleted)?;
+            }
+        }
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod dehydrated_device;
 pub mod filters;
+pub mod key_backup;
+pub mod keys;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
@@ -12,6 +15,9 @@ pub mod registration_tokens;
 pub mod rooms;
 pub mod stream;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod to_device;
 pub mod typing;
 pub mod uia;
 
@@ -37,10 +43,14 @@ pub struct Services {
     pub push_rules: push_rules::PushRules,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub stream: Arc<stream::Stream>,
-    pub rooms: rooms::Rooms,
+    pub rooms: Arc<rooms::Rooms>,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
     pub unread: sync::UnreadCache,
+    pub keys: Arc<keys::Keys>,
+    pub to_device: Arc<to_device::ToDevice>,
+    pub key_backup: key_backup::KeyBackup,
+    pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
 }
 
 impl Services {
@@ -49,9 +59,24 @@ impl Services {
         let stream = Arc::new(stream::Stream::open(db.clone())?);
         let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
         let media = media::Media::open_local(&config, server_name.clone(), db.clone())?;
+        let keys = Arc::new(keys::Keys::new(db.clone(), stream.clone(), server_name.clone()));
+        let to_device =
+            Arc::new(to_device::ToDevice::new(db.clone(), stream.clone(), server_name.clone()));
+        let dehydrated_device = Arc::new(dehydrated_device::DehydratedDevices::new(db.clone()));
+        let rooms = Arc::new(rooms::Rooms::new(
+            db.clone(),
+            stream.clone(),
+            server_name.clone(),
+            &config.storage.data_dir,
+            &config.rooms.default_room_version,
+        )?);
+        keys.set_shared_rooms(rooms.clone());
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
-            accounts: accounts::Accounts::new(db.clone(), server_name.clone()),
+            accounts: accounts::Accounts::new(db.clone(), server_name.clone())
+                .with_device_observer(keys.clone())
+                .with_device_observer(to_device.clone())
+                .with_device_observer(dehydrated_device.clone()),
             uia: uia::Uia::new(),
             profiles: profiles::Profiles::new(db.clone()),
             account_data: account_data.clone(),
@@ -59,16 +84,14 @@ impl Services {
             media,
             push_rules: push_rules::PushRules::new(account_data),
             registration_tokens: registration_tokens::RegistrationTokens::new(db.clone()),
-            rooms: rooms::Rooms::new(
-                db.clone(),
-                stream.clone(),
-                server_name.clone(),
-                &config.storage.data_dir,
-                &config.rooms.default_room_version,
-            )?,
+            rooms,
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
             unread: sync::UnreadCache::default(),
+            keys,
+            to_device,
+            key_backup: key_backup::KeyBackup::new(db),
+            dehydrated_device,
             stream,
             config,
         }))

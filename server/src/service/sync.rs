@@ -46,6 +46,10 @@ pub fn parse_token(token: &str) -> Result<u64> {
 pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) -> Result<Value> {
     let deadline = Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let notify = services.stream.subscribe(&sender.user_id);
+    if let Some(since) = request.since {
+        // Syncing from `since` acknowledges the to-device messages delivered up to it.
+        services.to_device.delete_to_device_up_to(&sender.user_id, &sender.device_id, since)?;
+    }
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -175,15 +179,27 @@ async fn build_response(
         }
     }
 
+    let device_id = &sender.device_id;
+    let to_device = services.to_device.to_device_events(user_id, device_id, since, up_to)?;
+    let device_lists = if initial {
+        Default::default()
+    } else {
+        services.keys.device_list_changes(user_id, since, up_to)?
+    };
+    has_news |= !to_device.is_empty();
+    has_news |= !device_lists.changed.is_empty() || !device_lists.left.is_empty();
+    let one_time_key_counts = services.keys.one_time_key_counts(user_id, device_id)?;
+    let unused_fallback_key_types = services.keys.unused_fallback_key_types(user_id, device_id)?;
+
     let response = json!({
         "next_batch": up_to.to_string(),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_account_data },
         "presence": { "events": [] },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-        "device_unused_fallback_key_types": [],
+        "to_device": { "events": to_device },
+        "device_lists": { "changed": device_lists.changed, "left": device_lists.left },
+        "device_one_time_keys_count": one_time_key_counts,
+        "device_unused_fallback_key_types": unused_fallback_key_types,
     });
     Ok((response, has_news))
 }

@@ -113,3 +113,38 @@ impl KeyCodec for (String, u64) {
         Ok((text, position))
     }
 }
+
+impl KeyCodec for (String, String, String, String) {
+    fn encode_key(&self) -> Vec<u8> {
+        prefix(&[&self.0, &self.1, &self.2, &self.3])
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        let mut parts = split_parts(bytes, 4)?.into_iter();
+        Ok((
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        ))
+    }
+}
+
+/// Two string parts and a big-endian integer, so the records under one (user, device) pair sort
+/// by position. The integer is last and has a fixed width, so its bytes may contain `0xFF`.
+impl KeyCodec for (String, String, u64) {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut bytes = prefix(&[&self.0, &self.1]);
+        bytes.extend_from_slice(&self.2.to_be_bytes());
+        bytes
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, String> {
+        let Some(split) = bytes.len().checked_sub(8) else {
+            return Err(format!("expected at least 8 bytes, found {}", bytes.len()));
+        };
+        let mut parts = split_parts(&bytes[..split], 2)?.into_iter();
+        let number = u64::decode_key(&bytes[split..])?;
+        Ok((parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), number))
+    }
+}

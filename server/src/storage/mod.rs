@@ -152,6 +152,28 @@ impl Db {
         Ok(records)
     }
 
+    /// Reads the records whose encoded keys lie in `start..end`, in key order.
+    pub fn scan_between<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(K, V)>> {
+        let mut records = Vec::new();
+        let iter =
+            self.rocks.iterator_cf(self.cf(table), IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if &*key >= end {
+                break;
+            }
+            let key = K::decode_key(&key)
+                .map_err(|message| StorageError::Corrupt { table: table.name, message })?;
+            records.push((key, decode_value(table.name, &value)?));
+        }
+        Ok(records)
+    }
+
     /// Reads every record of a table, in key order.
     pub fn scan_all<K: KeyCodec, V: DeserializeOwned>(
         &self,

@@ -21,6 +21,16 @@ pub const ALL: &[&str] = &[
     ACCOUNT_DATA.name(),
     FILTERS.name(),
     REGISTRATION_TOKENS.name(),
+    DEVICE_KEYS.name(),
+    ONE_TIME_KEYS.name(),
+    FALLBACK_KEYS.name(),
+    CROSS_SIGNING_KEYS.name(),
+    DEVICE_LIST_CHANGES.name(),
+    TO_DEVICE_MESSAGES.name(),
+    TO_DEVICE_TXNS.name(),
+    BACKUP_VERSIONS.name(),
+    BACKUP_KEYS.name(),
+    DEHYDRATED_DEVICES.name(),
     ACCOUNT_DATA_CHANGES.name(),
     ROOMS.name(),
     PDUS.name(),
@@ -78,6 +88,56 @@ pub const MEDIA_PENDING: Table<(String, String), u64> = Table::new("media_pendin
 /// Owner: `service::media`.
 pub const MEDIA_THUMBNAILS: Table<(String, String), ThumbnailRecord> =
     Table::new("media_thumbnails");
+/// Device identity keys by (user ID, device ID): the signed object the device uploaded, plus
+/// signatures added later, such as the one from the user's self-signing key.
+/// Owner: `service::keys`.
+pub const DEVICE_KEYS: Table<(String, String), JsonObject> = Table::new("device_keys");
+
+/// Unclaimed one-time keys by (user ID, device ID, `<algorithm>:<key ID>`).
+/// Owner: `service::keys`.
+pub const ONE_TIME_KEYS: Table<(String, String, String), OneTimeKeyRecord> =
+    Table::new("one_time_keys");
+
+/// Fallback keys by (user ID, device ID, algorithm), at most one per algorithm.
+/// Owner: `service::keys`.
+pub const FALLBACK_KEYS: Table<(String, String, String), FallbackKeyRecord> =
+    Table::new("fallback_keys");
+
+/// Cross-signing keys by (user ID, usage: `master`, `self_signing` or `user_signing`): the signed
+/// object as uploaded, plus signatures added later. Owner: `service::keys`.
+pub const CROSS_SIGNING_KEYS: Table<(String, String), JsonObject> =
+    Table::new("cross_signing_keys");
+
+/// Device-list changes by stream position; the value is the user whose devices or
+/// cross-signing keys changed. Owner: `service::keys`.
+pub const DEVICE_LIST_CHANGES: Table<u64, String> = Table::new("device_list_changes");
+
+/// To-device messages not yet acknowledged, by (recipient user ID, recipient device ID, stream
+/// position). Owner: `service::to_device`.
+pub const TO_DEVICE_MESSAGES: Table<(String, String, u64), ToDeviceRecord> =
+    Table::new("to_device_messages");
+
+/// Transaction IDs of applied `sendToDevice` requests by (sender user ID, sender device ID,
+/// txn_id); the value is when the request was applied, in milliseconds since the Unix epoch.
+/// Owner: `service::to_device`.
+pub const TO_DEVICE_TXNS: Table<(String, String, String), u64> = Table::new("to_device_txns");
+
+/// Key backup versions by (user ID, version). Deleted versions stay as tombstones so that their
+/// numbers are never reused. Owner: `service::key_backup`.
+pub const BACKUP_VERSIONS: Table<(String, String), BackupVersionRecord> =
+    Table::new("backup_versions");
+
+/// Backed-up room keys by (user ID, version, room ID, session ID); the value is the
+/// `KeyBackupData` object as uploaded. Owner: `service::key_backup`.
+pub const BACKUP_KEYS: Table<(String, String, String, String), JsonObject> =
+    Table::new("backup_keys");
+
+/// Each user's dehydrated device (MSC3814), by user ID. Owner: `service::dehydrated_device`.
+pub const DEHYDRATED_DEVICES: Table<String, DehydratedDeviceRecord> =
+    Table::new("dehydrated_devices");
+
+/// A JSON object as a client sent it, kept whole so that signatures over it stay valid.
+pub type JsonObject = serde_json::Map<String, Value>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -269,4 +329,48 @@ pub struct ThumbnailRecord {
     /// Lowercase hex SHA-256 of the thumbnail, which names its blob in the media store.
     pub sha256: String,
     pub created_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OneTimeKeyRecord {
+    /// Orders keys by upload: keys are claimed lowest first, as the spec requires.
+    pub upload_seq: u64,
+    /// The key object (or string) as uploaded.
+    pub key: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FallbackKeyRecord {
+    /// The full key ID, `<algorithm>:<key ID>`.
+    pub key_id: String,
+    pub key: Value,
+    /// Whether the key was handed out by a claim since it was uploaded.
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToDeviceRecord {
+    pub sender: String,
+    pub event_type: String,
+    pub content: Box<RawValue>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupVersionRecord {
+    /// The `algorithm` and `auth_data` fields as the client sent them.
+    pub algorithm: JsonObject,
+    /// How many session keys the version holds.
+    pub count: u64,
+    /// Changes whenever the stored keys change, so clients can tell their copy is stale.
+    pub etag: u64,
+    pub created_ts: u64,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DehydratedDeviceRecord {
+    pub device_id: String,
+    /// The device's private keys, encrypted by the client; the server only stores them.
+    pub device_data: Box<RawValue>,
 }

@@ -96,3 +96,27 @@ fn composite_keys_round_trip() {
     assert_eq!(u64::decode_key(&42u64.encode_key()).unwrap(), 42);
     assert!(<(String, String)>::decode_key(b"only-one\xff").is_err());
 }
+
+#[test]
+fn position_keys_round_trip_with_ff_bytes() {
+    let key = ("@a:x".to_owned(), "DEVICE".to_owned(), 0xFF00_00FF_u64);
+    assert_eq!(<(String, String, u64)>::decode_key(&key.encode_key()).unwrap(), key);
+    let four = ("@a:x".to_owned(), "1".to_owned(), "!r:x".to_owned(), "session".to_owned());
+    assert_eq!(<(String, String, String, String)>::decode_key(&four.encode_key()).unwrap(), four);
+    assert!(<(String, String, u64)>::decode_key(b"short").is_err());
+}
+
+#[test]
+fn scan_between_stops_before_end() {
+    let (_dir, db) = open_temp();
+    for position in [1u64, 2, 3, 255, 256] {
+        db.put(&tables::DEVICE_LIST_CHANGES, &position, &format!("@u{position}:x")).unwrap();
+    }
+    let found: Vec<u64> = db
+        .scan_between(&tables::DEVICE_LIST_CHANGES, &2u64.encode_key(), &256u64.encode_key())
+        .unwrap()
+        .into_iter()
+        .map(|(position, _)| position)
+        .collect();
+    assert_eq!(found, [2, 3, 255]);
+}

@@ -2,11 +2,15 @@
 //!
 //! All areas live in one test binary, so matrix-sdk is linked once instead of once per area.
 
+// Spawning matrix-sdk's sync future needs a deeper trait-solver recursion than the default 128.
+#![recursion_limit = "256"]
+
 mod account_data;
 mod accounts;
 mod admin_cli;
 mod devices;
 mod discovery;
+mod e2ee;
 mod errors;
 mod media;
 mod profile;

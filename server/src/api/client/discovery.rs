@@ -18,7 +18,8 @@ const VERSIONS: &[&str] = &[
 ];
 
 pub async fn versions() -> Json<Value> {
-    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+    // MSC3814: dehydrated devices under /unstable/org.matrix.msc3814.v1/dehydrated_device.
+    Json(json!({ "versions": VERSIONS, "unstable_features": { "org.matrix.msc3814": true } }))
 }
 
 pub async fn well_known_client(State(services): State<Arc<Services>>) -> Json<Value> {
