@@ -1,1 +1,3 @@
-//! placeholder
+//! Load generators and benchmarks for Caduceus.
+
+pub mod directory;
