@@ -707,3 +707,43 @@ async fn knock_then_invite() {
         .await
         .assert_matrix_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn room_survives_kill_and_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let created = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "name": "durable" }))
+        .await;
+    let room_id = created.str_field("room_id").to_owned();
+    let sent = server
+        .put(
+            &room_path(&room_id, "send/m.room.message/before"),
+            alice.token(),
+            &json!({ "msgtype": "m.text", "body": "before the crash" }),
+        )
+        .await;
+    sent.assert_status(200);
+    let since = initial_sync(&server, &alice).await["next_batch"].as_str().unwrap().to_owned();
+
+    server.kill_9();
+    server.restart().await;
+
+    let messages = server.get(&room_path(&room_id, "messages?dir=b&limit=5"), alice.token()).await;
+    messages.assert_status(200);
+    assert_eq!(messages.body["chunk"][0]["event_id"], sent.body["event_id"]);
+
+    // Stream positions continue after the crash, so an incremental sync sees the next message.
+    let after = server
+        .put(
+            &room_path(&room_id, "send/m.room.message/after"),
+            alice.token(),
+            &json!({ "msgtype": "m.text", "body": "after the crash" }),
+        )
+        .await;
+    after.assert_status(200);
+    let sync = sync_since(&server, &alice, &since).await;
+    let events = sync["rooms"]["join"][&room_id]["timeline"]["events"].as_array().unwrap().clone();
+    assert!(events.iter().any(|event| event["event_id"] == after.body["event_id"]), "{events:?}");
+    assert!(!events.iter().any(|event| event["event_id"] == sent.body["event_id"]));
+}
