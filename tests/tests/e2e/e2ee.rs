@@ -536,3 +536,49 @@ async fn backup_endpoints_match_spec() {
         .assert_spec("/_matrix/client/v3/room_keys/version/{version}");
     server.get(&by_version, alice.token()).await.assert_matrix_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn encrypted_attachment_reaches_recipient() {
+    use matrix_sdk::attachment::AttachmentConfig;
+    use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+    use matrix_sdk::ruma::events::room::message::MessageType;
+
+    let server = start_with_users(&["alice", "bob"]).await;
+    let alice = Device::login(&server, "alice").await;
+    let mut bob = Device::login(&server, "bob").await;
+    let room_id = encrypted_room(&alice, &bob).await;
+
+    let scan = b"%PDF-1.7 wound photo report, bed 12".repeat(200);
+    let room = alice.client.get_room(&room_id).unwrap();
+    room.send_attachment(
+        "wound-report.pdf",
+        &"application/pdf".parse().unwrap(),
+        scan.clone(),
+        AttachmentConfig::new(),
+    )
+    .await
+    .expect("sending the attachment");
+    bob.expect_message(&room_id, "wound-report.pdf").await;
+
+    // Bob finds the decrypted event and downloads and decrypts the file it points to.
+    let bob_room = bob.client.get_room(&room_id).unwrap();
+    let history = bob_room.messages(MessagesOptions::backward()).await.expect("read history");
+    let source = history
+        .chunk
+        .iter()
+        .filter(|event| event.encryption_info().is_some())
+        .find_map(|event| match event.raw().deserialize().ok()? {
+            AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(message)) => {
+                match &message.as_original()?.content.msgtype {
+                    MessageType::File(file) => Some(file.source.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .expect("Bob decrypted the file message");
+    assert!(matches!(source, matrix_sdk::ruma::events::room::MediaSource::Encrypted(_)));
+    let request = MediaRequestParameters { source, format: MediaFormat::File };
+    let bytes = bob.client.media().get_media_content(&request, false).await.expect("download");
+    assert_eq!(bytes, scan, "Bob decrypts the file Alice sent");
+}

@@ -406,3 +406,78 @@ async fn kill_9_during_upload_leaves_no_partial_media() {
     assert_eq!(again.status, 200, "uploads work after the restart");
     assert!(temp_files(&server).is_empty());
 }
+
+#[tokio::test]
+async fn avatars_from_uploaded_media() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let alice_client = server.sdk_client().await;
+    alice_client.matrix_auth().login_username("alice", PASSWORD).send().await.expect("login");
+    let bob_client = server.sdk_client().await;
+    bob_client.matrix_auth().login_username("bob", PASSWORD).send().await.expect("login");
+
+    let photo = png(640, 480);
+    let uri = alice_client
+        .media()
+        .upload(&mime::IMAGE_PNG, photo.clone(), None)
+        .await
+        .expect("uploading the photo")
+        .content_uri;
+
+    // Alice uses the photo as her avatar and as the avatar of a room Bob joins.
+    alice_client.account().set_avatar_url(Some(&uri)).await.expect("setting the user avatar");
+    let created = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            &serde_json::json!({
+                "invite": [bob.user_id],
+                "initial_state": [{ "type": "m.room.avatar", "state_key": "", "content": { "url": uri } }],
+            }),
+        )
+        .await;
+    created.assert_status(200);
+    let room_id = created.str_field("room_id").to_owned();
+    let room_path = caduceus_tests::encode_path_segment(&room_id);
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_path}/join"),
+            Some(&bob.access_token),
+            &serde_json::json!({}),
+        )
+        .await
+        .assert_status(200);
+
+    // Bob finds both avatars and downloads them, and a thumbnail, with his own client.
+    let state = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_path}/state/m.room.avatar"),
+            Some(&bob.access_token),
+        )
+        .await;
+    state.assert_status(200);
+    let room_avatar: OwnedMxcUri = state.body["url"].as_str().expect("a room avatar URL").into();
+    let profile = bob_client
+        .account()
+        .fetch_user_profile_of(&alice.user_id.parse::<matrix_sdk::ruma::OwnedUserId>().unwrap())
+        .await
+        .expect("reading Alice's profile");
+    let user_avatar: OwnedMxcUri =
+        profile.get("avatar_url").and_then(|v| v.as_str()).expect("an avatar URL").into();
+    for avatar in [room_avatar, user_avatar.clone()] {
+        let file = MediaRequestParameters {
+            source: MediaSource::Plain(avatar),
+            format: MediaFormat::File,
+        };
+        let bytes = bob_client.media().get_media_content(&file, false).await.expect("downloading");
+        assert_eq!(bytes, photo, "Bob receives Alice's photo");
+    }
+    let small = MediaRequestParameters {
+        source: MediaSource::Plain(user_avatar),
+        format: MediaFormat::Thumbnail(MediaThumbnailSettings::new(uint!(96), uint!(96))),
+    };
+    let thumbnail = bob_client.media().get_media_content(&small, false).await.expect("thumbnail");
+    let image = image::load_from_memory(&thumbnail).expect("the thumbnail is an image");
+    assert!(image.width() <= 320 && image.height() <= 240, "a thumbnail, not the original");
+}
