@@ -23,7 +23,7 @@ use crate::storage::tables::{MembershipRecord, PduRecord};
 /// How many timeline events a room gets when the filter sets no limit.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-/// The longest a request may wait for news.
+/// The maximum time a request waits for news.
 const MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// How many recent events are read to count unread notifications.
@@ -204,7 +204,7 @@ async fn build_response(
     Ok((response, has_news))
 }
 
-/// The user's membership as of `up_to`: the stored one if it is not newer, else the one in the
+/// Returns the user's membership as of `up_to`: the stored one if it is not newer, else the one in the
 /// room state before it.
 fn membership_at(
     services: &Services,
@@ -241,7 +241,7 @@ fn room_allowed(
         && !not_rooms.iter().any(|id| id == room_id)
 }
 
-/// Whether an event passes a room event filter's type and sender lists.
+/// Checks whether an event passes a room event filter's type and sender lists.
 pub fn event_allowed(filter: &RoomEventFilter, pdu: &PduRecord) -> bool {
     let event_type = pdu.event_type();
     let sender = pdu.sender();
@@ -392,7 +392,7 @@ async fn joined_room(
     Ok(Some((room, has_news)))
 }
 
-/// The room state as of a stream position: the state after the last event at or before it.
+/// Returns the room state as of a stream position: the state after the last event at or before it.
 fn state_at_position(
     services: &Services,
     room_id: &RoomId,
@@ -493,7 +493,7 @@ pub struct UnreadCounts {
 /// receipt instead of in the room's counts.
 ///
 /// NOTE: `@room` mentions are evaluated without the room's power levels, so the rule that needs
-/// the sender's notification power level never matches; and a display name change does not
+/// the sender's notification power level never matches. A display name change does not
 /// re-evaluate events already counted.
 async fn unread_counts(
     services: &Services,

@@ -17,7 +17,7 @@ use crate::service::rooms::EventDraft;
 use crate::service::sync::{event_allowed, parse_token};
 use crate::service::Services;
 
-/// The most events one `/messages` page returns, whatever the client asks.
+/// The maximum number of events in one `/messages` page, whatever limit the client requests.
 const MAX_PAGE: usize = 1000;
 
 pub async fn send(

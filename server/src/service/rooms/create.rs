@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::service::accounts::random_string;
 use crate::service::now_ms;
 
-/// What `/createRoom` asks for, already parsed.
+/// The parsed options of a `/createRoom` request.
 #[derive(Debug, Default)]
 pub struct CreateRoomOptions {
     pub room_version: Option<String>,

@@ -121,7 +121,7 @@ impl Rooms {
         Ok(self.db.get(&PDUS, &event_id.to_string())?)
     }
 
-    /// The state map of a state group.
+    /// Returns the state map of a state group, from a small in-memory cache when possible.
     pub fn state_group(&self, group: u64) -> Result<Arc<StateMap>> {
         if let Some(state) = self.state_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&group)
         {
@@ -136,7 +136,7 @@ impl Rooms {
         Ok(state)
     }
 
-    /// The room's current state.
+    /// Returns the room's current state.
     pub fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
         let room = self.room(room_id)?.ok_or_else(unknown_room)?;
         self.state_group(room.current_state_group)
@@ -155,7 +155,7 @@ impl Rooms {
         }
     }
 
-    /// Every PDU of a state map.
+    /// Loads every PDU of a state map.
     pub fn state_pdus(&self, state: &StateMap) -> Result<Vec<PduRecord>> {
         let mut pdus = Vec::new();
         for event_id in state.values().flat_map(|by_key| by_key.values()) {
@@ -166,7 +166,7 @@ impl Rooms {
         Ok(pdus)
     }
 
-    /// The content of a current state event.
+    /// Returns the content of a current state event.
     pub fn current_state_content(
         &self,
         room_id: &RoomId,
@@ -189,7 +189,7 @@ impl Rooms {
         Ok(self.membership(room_id, user_id)?.is_some_and(|m| m.membership == "join"))
     }
 
-    /// Every room the user has a membership in, with that membership.
+    /// Lists every room the user has a membership in, with that membership.
     pub fn rooms_of_user(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
         let records = self.db.scan_prefix(&MEMBERSHIPS, &prefix(&[user_id.as_str()]))?;
         Ok(records
@@ -200,7 +200,7 @@ impl Rooms {
             .collect())
     }
 
-    /// Every member of the room with their latest membership.
+    /// Lists every member of the room with their latest membership.
     pub fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
         let records = self.db.scan_prefix(&ROOM_MEMBERS, &prefix(&[room_id.as_str()]))?;
         Ok(records
@@ -264,7 +264,7 @@ impl Rooms {
         Ok(records.into_iter().map(|((_, position), record)| (position, record)).collect())
     }
 
-    /// The event a transaction created, if the device already sent it.
+    /// Returns the event a transaction created, if the device already sent it.
     pub fn transaction_event(
         &self,
         user_id: &UserId,
@@ -275,7 +275,7 @@ impl Rooms {
         Ok(self.db.get(&TRANSACTIONS, &key)?.and_then(|id| EventId::parse(id).ok()))
     }
 
-    /// Whether the user may see this event under the room's history visibility.
+    /// Checks whether the user may see this event under the room's history visibility.
     pub fn can_see_event(&self, user_id: &UserId, pdu: &PduRecord) -> Result<bool> {
         let state = self.state_group(pdu.state_before)?;
         let visibility = self
@@ -429,7 +429,8 @@ impl Rooms {
         Ok(level)
     }
 
-    /// A user may redact their own events; redacting others' needs the `redact` power level.
+    /// Checks a redaction: users may redact their own events, and redacting others' needs the
+    /// `redact` power level.
     fn check_redaction(
         &self,
         state: &StateMap,
@@ -539,7 +540,7 @@ impl Rooms {
             Error::bad_json(format!("The event is too large or invalid: {error}"))
         })?;
         EventId::parse(format!("${hash}")).map_err(|error| {
-            Error::Internal(anyhow::anyhow!("reference hash is no event ID: {error}"))
+            Error::Internal(anyhow::anyhow!("the reference hash is not a valid event ID: {error}"))
         })
     }
 
@@ -688,8 +689,7 @@ impl Rooms {
         Ok(())
     }
 
-    /// Every event ID sent so far in the room, newest last, with the positions; used by
-    /// pagination tokens.
+    /// Returns the stream position of the room's latest event.
     pub fn latest_position(&self, room_id: &RoomId) -> Result<u64> {
         let room = self.room(room_id)?.ok_or_else(unknown_room)?;
         Ok(self
@@ -711,7 +711,7 @@ impl Rooms {
         Ok(())
     }
 
-    /// The users who share at least one joined room with `user_id`, including the user.
+    /// Lists the users who share at least one joined room with `user_id`, including the user.
     pub fn users_sharing_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedUserId>> {
         let mut users = BTreeMap::new();
         users.insert(user_id.to_owned(), ());

@@ -35,14 +35,14 @@ impl PduRecord {
         self.field("origin_server_ts").and_then(|v| v.as_u64()).unwrap_or(0)
     }
 
-    /// The `membership` of an `m.room.member` event.
+    /// Returns the `membership` of an `m.room.member` event.
     pub fn membership(&self) -> Option<String> {
         self.content().get("membership").and_then(|v| v.as_str()).map(str::to_owned)
     }
 
-    /// The event in the client format of the Client-Server API.
+    /// Formats the event for the Client-Server API.
     ///
-    /// `viewer_device` is the device asking: the sender's own device gets its `transaction_id`
+    /// `viewer` is the user and device reading it: the sender's own device gets its `transaction_id`
     /// back in `unsigned`, so it can match the echo to its local copy.
     pub fn to_client_event(&self, viewer: Option<(&UserId, &str)>) -> Value {
         let mut event = Map::new();
@@ -70,7 +70,7 @@ impl PduRecord {
         Value::Object(event)
     }
 
-    /// The event without `room_id`, as `/sync` nests it under its room.
+    /// Formats the event without `room_id`, as `/sync` nests it under its room.
     pub fn to_sync_event(&self, viewer: Option<(&UserId, &str)>) -> Value {
         let mut event = self.to_client_event(viewer);
         if let Some(object) = event.as_object_mut() {
@@ -79,7 +79,7 @@ impl PduRecord {
         event
     }
 
-    /// The stripped form used in invite state: type, state key, sender and content.
+    /// Formats the stripped state used in invite state: type, state key, sender and content.
     pub fn to_stripped_state(&self) -> Value {
         json!({
             "type": self.event_type(),
