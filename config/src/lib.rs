@@ -37,6 +37,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub media: MediaConfig,
     pub rooms: RoomsConfig,
+    pub security: SecurityConfig,
     pub logging: LoggingConfig,
 }
 
@@ -88,6 +89,32 @@ pub struct MediaConfig {
     /// How many media IDs from `POST /_matrix/media/v1/create` one user may hold without
     /// having uploaded their content yet.
     pub max_pending_uploads: u32,
+}
+
+/// Protection of logins against password guessing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Wrong passwords in a row that lock an account.
+    pub lockout_threshold: u32,
+    /// How long the first lockout lasts, in seconds.
+    pub first_lockout_secs: u64,
+    /// How long every later lockout lasts, in seconds, until a successful login resets the count.
+    pub later_lockout_secs: u64,
+    /// Failed logins one source address may make per minute, across all accounts, before its
+    /// attempts are rejected with `M_LIMIT_EXCEEDED`; 0 turns the check off.
+    pub failed_logins_per_address_per_minute: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 3,
+            first_lockout_secs: 3 * 60,
+            later_lockout_secs: 15 * 60,
+            failed_logins_per_address_per_minute: 10,
+        }
+    }
 }
 
 /// Defaults for new rooms.
@@ -234,6 +261,13 @@ impl Config {
                     "is {:?} but must be \"10\", \"11\" or \"12\"",
                     self.rooms.default_room_version
                 ),
+            });
+        }
+
+        if self.security.lockout_threshold == 0 {
+            return Err(ConfigError::Invalid {
+                key: "security.lockout_threshold",
+                problem: "must be at least 1".to_owned(),
             });
         }
 

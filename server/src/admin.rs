@@ -28,6 +28,9 @@ pub enum AdminCommand {
     RegistrationTokenRevoke {
         token: String,
     },
+    AuditLog {
+        limit: usize,
+    },
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -60,7 +63,34 @@ pub async fn execute(services: &Arc<Services>, command: AdminCommand) -> AdminOu
 }
 
 async fn run(services: &Arc<Services>, command: AdminCommand) -> Result<AdminOutput, Error> {
+    if !matches!(command, AdminCommand::AuditLog { .. } | AdminCommand::RegistrationTokenList) {
+        let detail = serde_json::json!({ "command": socket::command_name(&command) });
+        services.security.audit("admin_command", &Default::default(), detail)?;
+    }
     match command {
+        AdminCommand::AuditLog { limit } => {
+            let mut lines = Vec::new();
+            for record in services.security.audit_log(limit)? {
+                let mut line = format!("{}\t{}", record.ts, record.kind);
+                for (label, value) in [
+                    ("user", record.user_id),
+                    ("device", record.device_id),
+                    ("address", record.address),
+                ] {
+                    if let Some(value) = value {
+                        line.push_str(&format!("\t{label}={value}"));
+                    }
+                }
+                if !record.detail.is_null() {
+                    line.push_str(&format!("\t{}", record.detail));
+                }
+                lines.push(line);
+            }
+            if lines.is_empty() {
+                lines.push("the audit log is empty".to_owned());
+            }
+            Ok(AdminOutput::ok(lines.join("\n")))
+        }
         AdminCommand::CreateUser { username, password, admin } => {
             crate::service::accounts::check_new_password(&password)?;
             let user_id = services

@@ -44,6 +44,13 @@ enum AdminCli {
         #[arg(long)]
         admin: bool,
     },
+    /// Print the newest security events: logins, failed logins, lockouts, registrations,
+    /// password changes, deactivations and admin commands.
+    AuditLog {
+        /// How many events to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Manage the tokens that let people register.
     RegistrationToken {
         #[command(subcommand)]
@@ -80,6 +87,7 @@ impl From<AdminCli> for AdminCommand {
             AdminCli::RegistrationToken {
                 command: TokenCli::Create { token, uses_allowed, expires_in_days },
             } => AdminCommand::RegistrationTokenCreate { token, uses_allowed, expires_in_days },
+            AdminCli::AuditLog { limit } => AdminCommand::AuditLog { limit },
             AdminCli::RegistrationToken { command: TokenCli::List } => {
                 AdminCommand::RegistrationTokenList
             }

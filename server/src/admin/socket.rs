@@ -92,12 +92,13 @@ async fn serve_connection(stream: UnixStream, services: &Arc<Services>) -> io::R
 }
 
 /// The command's name, for logs that must not carry passwords or tokens.
-fn command_name(command: &AdminCommand) -> &'static str {
+pub fn command_name(command: &AdminCommand) -> &'static str {
     match command {
         AdminCommand::CreateUser { .. } => "create-user",
         AdminCommand::RegistrationTokenCreate { .. } => "registration-token create",
         AdminCommand::RegistrationTokenList => "registration-token list",
         AdminCommand::RegistrationTokenRevoke { .. } => "registration-token revoke",
+        AdminCommand::AuditLog { .. } => "audit-log",
     }
 }
 

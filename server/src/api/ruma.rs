@@ -69,6 +69,8 @@ impl AuthPolicy for AppserviceTokenOptional {
 pub struct Ruma<T> {
     pub body: T,
     pub sender: Option<Sender>,
+    /// The address the request came from, for login protection and the audit log.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl<T> Ruma<T> {
@@ -93,6 +95,10 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self> {
         let services = Arc::<Services>::from_ref(state);
         let (mut parts, body) = request.into_parts();
+        let client_ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
 
         let path_args: Vec<String> =
             match RawPathParams::from_request_parts(&mut parts, state).await {
@@ -118,7 +124,7 @@ where
 
         let request = http::Request::from_parts(parts, body);
         let parsed = T::try_from_http_request(request, &path_args).map_err(request_error)?;
-        Ok(Self { body: parsed, sender })
+        Ok(Self { body: parsed, sender, client_ip })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod push_rules;
 pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
+pub mod security;
 pub mod stream;
 pub mod sync;
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub struct Services {
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
     pub unread: sync::UnreadCache,
+    pub security: security::Security,
     pub keys: Arc<keys::Keys>,
     pub to_device: Arc<to_device::ToDevice>,
     pub key_backup: key_backup::KeyBackup,
@@ -88,6 +90,7 @@ impl Services {
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
             unread: sync::UnreadCache::default(),
+            security: security::Security::new(db.clone(), config.security.clone()),
             keys,
             to_device,
             key_backup: key_backup::KeyBackup::new(db),

@@ -220,6 +220,7 @@ pub async fn confirm_password(
         UserIdentifier::Matrix(identifier) => services.local_user_id(&identifier.user).ok(),
         _ => None,
     };
+    services.security.check_locked(user_id)?;
     let result = if claimed.as_deref() != Some(user_id) {
         StageResult::Failed(
             ErrorCode::Forbidden,
@@ -229,6 +230,11 @@ pub async fn confirm_password(
         StageResult::Passed
     } else {
         tracing::info!(user_id = %user_id, action, "password confirmation failed");
+        // Wrong passwords here count towards the lockout too, so a stolen session cannot be
+        // used to guess the password.
+        if let Some(locked_for) = services.security.record_failure(user_id, None)? {
+            return Err(services.security.locked_error(locked_for));
+        }
         StageResult::Failed(ErrorCode::Forbidden, "Invalid password".to_owned())
     };
     services.uia.submit(stage.session.as_deref(), scope, flows, STAGE_PASSWORD, result, None)?;

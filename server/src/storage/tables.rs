@@ -43,6 +43,8 @@ pub const ALL: &[&str] = &[
     RELATIONS.name(),
     RECEIPTS.name(),
     PUBLISHED_ROOMS.name(),
+    LOGIN_ATTEMPTS.name(),
+    AUDIT_LOG.name(),
     MEDIA.name(),
     MEDIA_PENDING.name(),
     MEDIA_THUMBNAILS.name(),
@@ -373,4 +375,36 @@ pub struct DehydratedDeviceRecord {
     pub device_id: String,
     /// The device's private keys, encrypted by the client; the server only stores them.
     pub device_data: Box<RawValue>,
+}
+
+/// Failed password attempts and lockouts by user ID. Owner: `service::security`.
+pub const LOGIN_ATTEMPTS: Table<String, LoginAttemptsRecord> = Table::new("login_attempts");
+
+/// Security events by sequence number (milliseconds since the Unix epoch shifted left by 16
+/// bits, plus a counter), so they sort by time. Owner: `service::security`.
+pub const AUDIT_LOG: Table<u64, AuditRecord> = Table::new("audit_log");
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoginAttemptsRecord {
+    /// Wrong passwords since the last successful login or the last lockout.
+    pub failures: u32,
+    /// Lockouts since the last successful login.
+    pub lockouts: u32,
+    /// Milliseconds since the Unix epoch until which the account is locked.
+    pub locked_until_ts: u64,
+}
+
+/// One security event. It never holds passwords, tokens or message content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub ts: u64,
+    /// What happened, such as `login`, `login_failed` or `account_locked`.
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+    /// The client's IP address, where the event came from a request.
+    pub address: Option<String>,
+    /// Further facts, such as the lockout duration or the admin command's name.
+    #[serde(default)]
+    pub detail: Value,
 }

@@ -17,3 +17,4 @@ mod profile;
 mod push_rules;
 mod restart;
 mod rooms;
+mod security;

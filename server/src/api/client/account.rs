@@ -12,6 +12,7 @@ use ruma::api::client::account::ThirdPartyIdRemovalStatus;
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::Result;
 use crate::service::accounts::check_new_password;
+use crate::service::security::AuditSubject;
 use crate::service::uia::confirm_password;
 use crate::service::Services;
 
@@ -38,6 +39,13 @@ pub async fn change_password(
         services.accounts.delete_other_devices(&sender.user_id, Some(sender.device_id.as_str()))?;
     }
     tracing::info!(user_id = %sender.user_id, "password changed");
+    let subject = AuditSubject {
+        user_id: Some(sender.user_id.as_str()),
+        device_id: Some(sender.device_id.as_str()),
+        address: request.client_ip,
+    };
+    let detail = serde_json::json!({ "other_devices_logged_out": body.logout_devices });
+    services.security.audit("password_changed", &subject, detail)?;
     Ok(change_password_v3::Response::new().into())
 }
 
@@ -50,6 +58,12 @@ pub async fn deactivate(
 
     services.profiles.clear(&sender.user_id)?;
     services.accounts.deactivate(&sender.user_id)?;
+    let subject = AuditSubject {
+        user_id: Some(sender.user_id.as_str()),
+        device_id: Some(sender.device_id.as_str()),
+        address: request.client_ip,
+    };
+    services.security.audit("deactivated", &subject, serde_json::Value::Null)?;
     // No identity server is ever contacted, so there is nothing to unbind.
     Ok(deactivate_v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
 }

@@ -12,6 +12,7 @@ use ruma::api::client::uiaa::AuthData;
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::{check_new_password, random_string};
+use crate::service::security::AuditSubject;
 use crate::service::uia::{Scope, StageResult, STAGE_DUMMY, STAGE_REGISTRATION_TOKEN};
 use crate::service::Services;
 
@@ -33,6 +34,7 @@ pub async fn register(
     State(services): State<Arc<Services>>,
     request: Ruma<register_v3::Request>,
 ) -> Result<RumaResponse<register_v3::Response>> {
+    let address = request.client_ip;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
         return Err(Error::new(
@@ -112,6 +114,9 @@ pub async fn register(
     }
 
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
+    let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
+    let method = if completed.registration_token.is_some() { "registration_token" } else { "open" };
+    services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
     if body.inhibit_login {
         let mut response = register_v3::Response::new(user_id);
         response.device_id = None;

@@ -10,6 +10,7 @@ use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
+use crate::service::security::AuditSubject;
 use crate::service::Services;
 
 pub async fn login_types(
@@ -47,17 +48,23 @@ pub async fn login(
     };
 
     let invalid = || Error::forbidden("Invalid username or password");
-    let user_id = match services.local_user_id(&user) {
-        Ok(user_id) => user_id,
-        Err(_) => return Err(invalid()),
+    let address = request.client_ip;
+    services.security.check_address(address)?;
+    let Ok(user_id) = services.local_user_id(&user) else {
+        return Err(invalid());
     };
+    services.security.check_locked(&user_id)?;
     if !services.accounts.verify_password(&user_id, &password.password).await? {
         tracing::info!(user_id = %user_id, "login failed: wrong user or password");
+        if let Some(locked_for) = services.security.record_failure(&user_id, address)? {
+            return Err(services.security.locked_error(locked_for));
+        }
         return Err(invalid());
     }
     if !services.accounts.is_active(&user_id)? {
         return Err(Error::new(ErrorCode::UserDeactivated, "This account has been deactivated"));
     }
+    services.security.record_success(&user_id)?;
 
     let session = services.accounts.create_session(
         &user_id,
@@ -68,6 +75,12 @@ pub async fn login(
     // the spec's schema does not allow, and clients discover the base URL anyway.
     let response =
         login_v3::Response::new(session.user_id, session.access_token, session.device_id);
+    let subject = AuditSubject {
+        user_id: Some(response.user_id.as_str()),
+        device_id: Some(response.device_id.as_str()),
+        address,
+    };
+    services.security.audit("login", &subject, serde_json::Value::Null)?;
     Ok(response.into())
 }
 
