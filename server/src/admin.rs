@@ -93,13 +93,13 @@ async fn run(services: &Arc<Services>, command: AdminCommand) -> Result<AdminOut
         }
         AdminCommand::CreateUser { username, password, admin } => {
             crate::service::accounts::check_new_password(&password)?;
-            let user_id = services
-                .accounts
-                .create_user(&username.to_lowercase(), Some(&password), admin)
-                .await?;
+            let user_id = services.accounts.create_user(&username, Some(&password), admin).await?;
             Ok(AdminOutput::ok(format!("created {user_id}")))
         }
         AdminCommand::RegistrationTokenCreate { token, uses_allowed, expires_in_days } => {
+            if uses_allowed == Some(0) {
+                return Ok(AdminOutput::failed("--uses-allowed must be at least 1"));
+            }
             let expiry_ts = expires_in_days.map(|days| now_ms() + days * 24 * 60 * 60 * 1000);
             let token = services.registration_tokens.create(token, uses_allowed, expiry_ts)?;
             Ok(AdminOutput::ok(token))

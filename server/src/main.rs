@@ -116,6 +116,16 @@ fn main() -> ExitCode {
         }
     };
 
+    // The log filter is checked here because only the server crate knows its grammar.
+    if let Err(error) = EnvFilter::try_new(log_directive(&config)) {
+        eprintln!(
+            "caduceus: invalid configuration: `logging.level` is {:?}, which is not a valid \
+             tracing filter ({error}); use a level such as \"info\" or \"caduceus_server=debug,info\"",
+            config.logging.level
+        );
+        return ExitCode::from(2);
+    }
+
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             init_logging(&config);
@@ -152,15 +162,19 @@ async fn run_admin(config: Config, command: AdminCommand) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    // ruma's authorization checks log every step at info level; keep them quiet unless the
-    // operator names them.
+/// The configured log filter, with ruma's authorization checks kept quiet (they log every step at
+/// info level) unless the operator names them.
+fn log_directive(config: &Config) -> String {
     let mut directive = config.logging.level.clone();
     if !directive.contains("ruma_state_res") {
         directive.push_str(",ruma_state_res=warn");
     }
+    directive
+}
+
+fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&directive))
+        .or_else(|_| EnvFilter::try_new(log_directive(config)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.logging.format {

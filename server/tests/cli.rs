@@ -83,3 +83,36 @@ fn admin_create_user_rejects_weak_password_and_duplicates() {
     assert!(!duplicate.status.success());
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already taken"));
 }
+
+#[test]
+fn invalid_log_filter_stops_startup() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = caduceus()
+        .env("CADUCEUS__STORAGE__DATA_DIR", data_dir.path())
+        .env("CADUCEUS__LOGGING__LEVEL", "===")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("logging.level"), "stderr: {stderr}");
+}
+
+#[test]
+fn admin_rejects_bad_token_uses_and_usernames() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let admin = |args: &[&str]| {
+        caduceus()
+            .env("CADUCEUS__STORAGE__DATA_DIR", data_dir.path())
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let zero = admin(&["registration-token", "create", "--uses-allowed", "0"]);
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("at least 1"));
+
+    let upper = admin(&["create-user", "Carol", "--password", "correct horse battery"]);
+    assert!(!upper.status.success(), "uppercase usernames are rejected as in /register");
+}

@@ -52,7 +52,7 @@ pub async fn register(
     // Check what can be checked before authentication, so the client learns about a taken
     // username or a weak password before the user spends a token.
     let localpart = match &body.username {
-        Some(username) => username.to_lowercase(),
+        Some(username) => username.clone(),
         None => random_string(12).to_lowercase(),
     };
     services.accounts.check_available(&localpart)?;
