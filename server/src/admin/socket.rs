@@ -98,6 +98,8 @@ fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::RegistrationTokenCreate { .. } => "registration-token create",
         AdminCommand::RegistrationTokenList => "registration-token list",
         AdminCommand::RegistrationTokenRevoke { .. } => "registration-token revoke",
+        AdminCommand::SetVerification { .. } => "set-verification",
+        AdminCommand::Reindex => "reindex",
     }
 }
 
