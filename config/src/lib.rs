@@ -38,6 +38,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub rooms: RoomsConfig,
     pub logging: LoggingConfig,
+    pub directory: DirectoryConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -102,6 +103,15 @@ impl Default for RoomsConfig {
     fn default() -> Self {
         Self { default_room_version: "11".to_owned() }
     }
+}
+
+/// The directory REST API for hospital systems.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Keys that authorise a system to call /_caduceus/directory/v1 as
+    /// `Authorization: Bearer KEY`. Access tokens of medical users are accepted too.
+    pub api_keys: Vec<String>,
 }
 
 /// How the server logs.
