@@ -188,6 +188,9 @@ impl Config {
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
             .try_parsing(true)
+            // Lists are comma-separated, such as CADUCEUS__DIRECTORY__API_KEYS=key1,key2.
+            .list_separator(",")
+            .with_list_parse_key("directory.api_keys")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();

@@ -46,6 +46,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/client/v3/delete_devices", post(device::delete_many))
         .route("/_matrix/client/v3/profile/{userId}", get(profile::get_profile))
         .route("/_matrix/client/v3/user_directory/search", post(user_directory::search))
+        .route("/_caduceus/directory/v1/search", get(super::directory_v1::search))
+        .route("/_caduceus/directory/v1/users/{userId}", get(super::directory_v1::get_user))
+        .route("/_caduceus/directory/v1/openapi.json", get(super::directory_v1::openapi))
         .route(
             "/_matrix/client/v3/profile/{userId}/{keyName}",
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),

@@ -17,7 +17,10 @@ use serde_json::json;
 
 use super::profiles::{self, ProfileObserver, Profiles};
 use super::rooms::Rooms;
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use super::Services;
+use crate::error::{Error, ErrorCode, Result};
 use crate::storage::tables::{DirectoryProfileRecord, DIRECTORY_PROFILES};
 use crate::storage::Db;
 
@@ -199,6 +202,42 @@ impl ProfileObserver for BlockingObserver {
     }
 }
 
+/// Checks the bearer credential of a directory REST API request: a configured API key, or the
+/// access token of a user verified at the medical level.
+pub fn authorize_api(services: &Services, bearer: Option<&str>) -> Result<()> {
+    let Some(bearer) = bearer else {
+        return Err(Error::new(
+            ErrorCode::MissingToken,
+            "This endpoint requires an API key or an access token as Authorization: Bearer",
+        ));
+    };
+    let bearer_hash = Sha256::digest(bearer.as_bytes());
+    let key_matches = services.config.directory.api_keys.iter().fold(false, |found, key| {
+        found | hashes_equal(&Sha256::digest(key.as_bytes()), &bearer_hash)
+    });
+    if key_matches {
+        return Ok(());
+    }
+    let Some(sender) = services.accounts.authenticate(bearer)? else {
+        return Err(Error::new(
+            ErrorCode::UnknownToken { soft_logout: false },
+            "Unknown API key or access token",
+        ));
+    };
+    if services.directory.level(&sender.user_id)? != VerificationLevel::Medical {
+        return Err(Error::forbidden(
+            "Only users verified at the medical level or API keys can use the directory API",
+        ));
+    }
+    Ok(())
+}
+
+/// Compares two digests in time that does not depend on where they differ.
+fn hashes_equal(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left.iter().zip(right).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
 fn index_config() -> IndexConfig {
     // NOTE: tantivy needs at least 15 MB per writer thread and uses up to 8 threads; 128 MB
     // covers that on any machine while keeping many test servers within memory.
@@ -221,7 +260,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::error::ErrorCode;
     use crate::service::test_support::{assert_error, server};
 
     fn record(level: VerificationLevel, specialty: &str, city: &str) -> DirectoryProfileRecord {

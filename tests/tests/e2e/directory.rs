@@ -164,3 +164,79 @@ async fn deleted_index_is_rebuilt_at_start() {
 
     assert_search(&server, &searcher, "cardiology", &[jan.user_id.as_str()]).await;
 }
+
+const API_KEY: &str = "hospital-system-key";
+
+#[tokio::test]
+async fn rest_api_with_key_returns_facets() {
+    let server = TestServer::start_with_env(&[("CADUCEUS__DIRECTORY__API_KEYS", API_KEY)]).await;
+    let anna = server.register("anna").await;
+    let bram = server.register("bram").await;
+    let hidden = server.register("hidden").await;
+    verify(&server, &anna, "medical", &[]).await;
+    verify(&server, &bram, "identity", &[]).await;
+    verify(&server, &hidden, "medical", &["--unlisted"]).await;
+
+    let path = "/_caduceus/directory/v1/search?q=cardiology&city=Utrecht&limit=1";
+    let mut response = server.get(path, Some(API_KEY)).await;
+    for _ in 0..30 {
+        if response.body["total"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        response = server.get(path, Some(API_KEY)).await;
+    }
+    response.assert_status(200);
+    assert_eq!(response.body["total"], json!(2), "body: {}", response.text);
+    assert_eq!(response.body["hits"].as_array().map(Vec::len), Some(1), "body: {}", response.text);
+    assert!(response.body["next_cursor"].is_string(), "body: {}", response.text);
+    let levels = &response.body["facets"]["level"];
+    assert!(levels.to_string().contains("\"medical\""), "level facet: {levels}");
+    assert!(levels.to_string().contains("\"identity\""), "level facet: {levels}");
+
+    let cursor = response.body["next_cursor"].as_str().unwrap_or_default();
+    let next = format!("{path}&cursor={}", encode_path_segment(cursor));
+    let second = server.get(&next, Some(API_KEY)).await;
+    second.assert_status(200);
+    assert_eq!(second.body["hits"].as_array().map(Vec::len), Some(1), "body: {}", second.text);
+    assert_ne!(second.body["hits"][0]["user_id"], response.body["hits"][0]["user_id"]);
+
+    let user = format!("/_caduceus/directory/v1/users/{}", anna.user_path());
+    let entry = server.get(&user, Some(API_KEY)).await;
+    entry.assert_status(200);
+    assert_eq!(entry.body["specialties"], json!(["cardiology"]), "body: {}", entry.text);
+    let unlisted = format!("/_caduceus/directory/v1/users/{}", hidden.user_path());
+    server.get(&unlisted, Some(API_KEY)).await.assert_matrix_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn rest_api_rejects_bad_credentials() {
+    let server = TestServer::start_with_env(&[("CADUCEUS__DIRECTORY__API_KEYS", API_KEY)]).await;
+    let medical = server.register("medical").await;
+    let identity = server.register("identity").await;
+    verify(&server, &medical, "medical", &[]).await;
+    verify(&server, &identity, "identity", &[]).await;
+    let path = "/_caduceus/directory/v1/search?q=cardiology";
+
+    server.get(path, None).await.assert_matrix_error(401, "M_MISSING_TOKEN");
+    server.get(path, Some("wrong-key")).await.assert_matrix_error(401, "M_UNKNOWN_TOKEN");
+    server.get(path, identity.token()).await.assert_matrix_error(403, "M_FORBIDDEN");
+    server.get(path, medical.token()).await.assert_status(200);
+    let bad_level = "/_caduceus/directory/v1/search?level=expert";
+    server.get(bad_level, Some(API_KEY)).await.assert_matrix_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let server = TestServer::start().await;
+
+    let response = server.get("/_caduceus/directory/v1/openapi.json", None).await;
+    response.assert_status(200);
+    assert_eq!(response.body["openapi"], json!("3.1.0"), "body: {}", response.text);
+    assert!(response.body["paths"]["/search"]["get"].is_object(), "body: {}", response.text);
+    assert!(
+        response.body["paths"]["/users/{userId}"]["get"].is_object(),
+        "body: {}",
+        response.text
+    );
+}
