@@ -131,7 +131,7 @@ impl Directory {
             ),
             VerificationLevel::Medical => None,
         };
-        // One extra hit tells whether the result is limited.
+        // Requesting one extra hit shows whether the result is limited.
         let request = SearchRequest {
             query: search_term.to_owned(),
             restrict_to,

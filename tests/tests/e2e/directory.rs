@@ -1,5 +1,5 @@
 //! The professional directory: verification with the admin CLI, and
-//! POST /_matrix/client/v3/user_directory/search answered from the directory index.
+//! POST /_matrix/client/v3/user_directory/search served from the directory index.
 
 use caduceus_tests::{encode_path_segment, Account, TestServer};
 use serde_json::{json, Value};
@@ -239,4 +239,29 @@ async fn openapi_document_is_served() {
         "body: {}",
         response.text
     );
+}
+
+#[tokio::test]
+async fn reindex_keeps_entries_searchable() {
+    let server = TestServer::start().await;
+    let searcher = server.register("searcher").await;
+    let jan = server.register("jan").await;
+    verify(&server, &searcher, "medical", &["--unlisted"]).await;
+    verify(&server, &jan, "medical", &[]).await;
+
+    let output = server.admin_ok(&["reindex"]).await;
+    assert!(output.stdout.contains("reindexed 2 directory entries"), "stdout: {}", output.stdout);
+
+    assert_search(&server, &searcher, "cardiology", &[jan.user_id.as_str()]).await;
+}
+
+#[tokio::test]
+async fn set_verification_rejects_unknown_level() {
+    let server = TestServer::start().await;
+    let anna = server.register("anna").await;
+
+    let output =
+        server.admin(&["set-verification", anna.user_id.as_str(), "--level", "expert"]).await;
+    assert!(!output.status.success(), "an unknown level was accepted");
+    assert!(output.stderr.contains("invalid level"), "stderr: {}", output.stderr);
 }
