@@ -27,6 +27,8 @@ use crate::storage::Db;
 /// Profile field that shows a user's verification level to other users.
 pub const VERIFICATION_FIELD: &str = "org.caduceus.verification";
 
+// TODO: deactivating an account leaves its record and index entry in place; the deactivation
+// path has to remove both so a deactivated user stops appearing in searches.
 pub struct Directory {
     db: Arc<Db>,
     /// Reads display names and avatars, and sets the verification field.
