@@ -39,6 +39,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub security: SecurityConfig,
     pub logging: LoggingConfig,
+    pub directory: DirectoryConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -131,6 +132,15 @@ impl Default for RoomsConfig {
     }
 }
 
+/// The directory REST API for hospital systems.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Keys that authorise a system to call /_caduceus/directory/v1 as
+    /// `Authorization: Bearer KEY`. Access tokens of medical users are accepted too.
+    pub api_keys: Vec<String>,
+}
+
 /// How the server logs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -205,6 +215,9 @@ impl Config {
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
             .try_parsing(true)
+            // Lists are comma-separated, such as CADUCEUS__DIRECTORY__API_KEYS=key1,key2.
+            .list_separator(",")
+            .with_list_parse_key("directory.api_keys")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();

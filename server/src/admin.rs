@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
+
 use crate::error::Error;
 use crate::service::{now_ms, Services};
+use crate::storage::tables::DirectoryProfileRecord;
 
 /// One administration command, as sent over the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +34,22 @@ pub enum AdminCommand {
     AuditLog {
         limit: usize,
     },
+    SetVerification {
+        user: String,
+        level: String,
+        #[serde(default)]
+        professions: Vec<String>,
+        #[serde(default)]
+        specialties: Vec<String>,
+        #[serde(default)]
+        organisations: Vec<String>,
+        /// One area; all its parts are optional.
+        #[serde(default)]
+        area: Area,
+        #[serde(default)]
+        unlisted: bool,
+    },
+    Reindex,
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -52,7 +71,16 @@ impl AdminOutput {
 
 /// Runs one command against the services.
 pub async fn execute(services: &Arc<Services>, command: AdminCommand) -> AdminOutput {
-    match run(services, command).await {
+    execute_with_progress(services, command, false).await
+}
+
+/// Runs one command; with `progress_to_stderr`, long commands draw a progress line on stderr.
+pub async fn execute_with_progress(
+    services: &Arc<Services>,
+    command: AdminCommand,
+    progress_to_stderr: bool,
+) -> AdminOutput {
+    match run(services, command, progress_to_stderr).await {
         Ok(output) => output,
         Err(Error::Matrix { message, .. }) => AdminOutput::failed(message),
         Err(error) => {
@@ -62,7 +90,11 @@ pub async fn execute(services: &Arc<Services>, command: AdminCommand) -> AdminOu
     }
 }
 
-async fn run(services: &Arc<Services>, command: AdminCommand) -> Result<AdminOutput, Error> {
+async fn run(
+    services: &Arc<Services>,
+    command: AdminCommand,
+    progress_to_stderr: bool,
+) -> Result<AdminOutput, Error> {
     if !matches!(command, AdminCommand::AuditLog { .. } | AdminCommand::RegistrationTokenList) {
         let detail = serde_json::json!({ "command": socket::command_name(&command) });
         services.security.audit("admin_command", &Default::default(), detail)?;
@@ -135,7 +167,81 @@ async fn run(services: &Arc<Services>, command: AdminCommand) -> Result<AdminOut
                 Ok(AdminOutput::failed(format!("no registration token {token:?} exists")))
             }
         }
+        AdminCommand::SetVerification {
+            user,
+            level,
+            professions,
+            specialties,
+            organisations,
+            area,
+            unlisted,
+        } => {
+            let user_id = services.local_user_id(&user)?;
+            if services.accounts.get_user(&user_id)?.is_none() {
+                return Ok(AdminOutput::failed(format!("no user {user_id} exists")));
+            }
+            let Some(level) = VerificationLevel::parse(&level) else {
+                return Ok(AdminOutput::failed(format!(
+                    "invalid level {level:?}; use pending, identity or medical"
+                )));
+            };
+            let has_area = area.city.is_some()
+                || area.postal_code.is_some()
+                || area.region.is_some()
+                || area.country.is_some()
+                || area.coordinates.is_some();
+            let record = DirectoryProfileRecord {
+                level,
+                professions,
+                specialties,
+                organisations,
+                areas: if has_area { vec![area] } else { Vec::new() },
+                listed: !unlisted,
+                updated_ts: now_ms(),
+            };
+            let directory = services.directory.clone();
+            let stored_user_id = user_id.clone();
+            tokio::task::spawn_blocking(move || directory.set_record(&stored_user_id, record))
+                .await??;
+            Ok(AdminOutput::ok(format!("{user_id} is now {}", level.as_str())))
+        }
+        AdminCommand::Reindex => {
+            let directory = services.directory.clone();
+            let progress = tokio::task::spawn_blocking(move || {
+                directory.rebuild(|progress| report_progress(progress, progress_to_stderr))
+            })
+            .await??;
+            Ok(AdminOutput::ok(format!(
+                "reindexed {} directory entries ({} skipped) in {:.1} s",
+                progress.indexed,
+                progress.skipped,
+                progress.elapsed.as_secs_f64()
+            )))
+        }
     }
+}
+
+/// Draws a progress line on stderr for an operator, or logs it inside the server.
+fn report_progress(progress: RebuildProgress, to_stderr: bool) {
+    if !to_stderr {
+        tracing::info!(indexed = progress.indexed, "rebuilding the directory index");
+        return;
+    }
+    const WIDTH: u64 = 30;
+    let line = match progress.expected {
+        Some(expected) if expected > 0 => {
+            let filled = (progress.indexed * WIDTH / expected).min(WIDTH) as usize;
+            format!(
+                "[{}{}] {}/{expected}",
+                "#".repeat(filled),
+                " ".repeat(WIDTH as usize - filled),
+                progress.indexed
+            )
+        }
+        _ => format!("{} entries indexed", progress.indexed),
+    };
+    let end = if progress.finished { "\n" } else { "" };
+    eprint!("\r{line}{end}");
 }
 
 /// Runs a command on the server that uses this data dir, or on the data dir itself when no
@@ -156,5 +262,5 @@ pub async fn run_anywhere(
     let db = crate::storage::Db::open(&data_dir.join("db"))
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     let services = Services::new(config.clone(), Arc::new(db))?;
-    Ok(execute(&services, command).await)
+    Ok(execute_with_progress(&services, command, true).await)
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use caduceus_config::{Config, LogFormat};
+use caduceus_directory::{Area, Coordinates};
 use caduceus_server::admin::{self, AdminCommand};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -56,6 +57,46 @@ enum AdminCli {
         #[command(subcommand)]
         command: TokenCli,
     },
+    /// Set a user's verification level and directory attributes, and update the directory.
+    SetVerification(Box<VerificationCli>),
+    /// Rebuild the directory index from the stored verification records.
+    Reindex,
+}
+
+#[derive(Debug, clap::Args)]
+struct VerificationCli {
+    /// The user ID or localpart.
+    user: String,
+    /// pending, identity or medical.
+    #[arg(long)]
+    level: String,
+    /// A profession, such as physician; repeat the flag for several.
+    #[arg(long = "profession")]
+    professions: Vec<String>,
+    /// A specialty, such as cardiology; repeat the flag for several.
+    #[arg(long = "specialty")]
+    specialties: Vec<String>,
+    /// An organisation the user works for; repeat the flag for several.
+    #[arg(long = "organisation")]
+    organisations: Vec<String>,
+    #[arg(long)]
+    city: Option<String>,
+    #[arg(long)]
+    postal_code: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    /// An ISO 3166-1 alpha-2 code such as NL.
+    #[arg(long)]
+    country: Option<String>,
+    /// Latitude of the work place in decimal degrees; requires --lon.
+    #[arg(long, requires = "lon", allow_hyphen_values = true)]
+    lat: Option<f64>,
+    /// Longitude of the work place in decimal degrees; requires --lat.
+    #[arg(long, requires = "lat", allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// Keep the user out of directory searches.
+    #[arg(long)]
+    unlisted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +135,29 @@ impl From<AdminCli> for AdminCommand {
             AdminCli::RegistrationToken { command: TokenCli::Revoke { token } } => {
                 AdminCommand::RegistrationTokenRevoke { token }
             }
+            AdminCli::SetVerification(args) => {
+                let args = *args;
+                let coordinates = match (args.lat, args.lon) {
+                    (Some(lat), Some(lon)) => Some(Coordinates { lat, lon }),
+                    _ => None,
+                };
+                AdminCommand::SetVerification {
+                    user: args.user,
+                    level: args.level,
+                    professions: args.professions,
+                    specialties: args.specialties,
+                    organisations: args.organisations,
+                    area: Area {
+                        city: args.city,
+                        postal_code: args.postal_code,
+                        region: args.region,
+                        country: args.country,
+                        coordinates,
+                    },
+                    unlisted: args.unlisted,
+                }
+            }
+            AdminCli::Reindex => AdminCommand::Reindex,
         }
     }
 }

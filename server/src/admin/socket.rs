@@ -99,6 +99,8 @@ pub fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::RegistrationTokenList => "registration-token list",
         AdminCommand::RegistrationTokenRevoke { .. } => "registration-token revoke",
         AdminCommand::AuditLog { .. } => "audit-log",
+        AdminCommand::SetVerification { .. } => "set-verification",
+        AdminCommand::Reindex => "reindex",
     }
 }
 

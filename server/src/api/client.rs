@@ -30,3 +30,4 @@ pub mod state;
 pub mod sync;
 pub mod to_device;
 pub mod typing;
+pub mod user_directory;

@@ -4,6 +4,7 @@
 //! rules live in `service`.
 
 pub mod client;
+pub mod directory_v1;
 mod router;
 pub mod ruma;
 

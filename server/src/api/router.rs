@@ -14,7 +14,7 @@ use tower_http::trace::TraceLayer;
 use super::client::{
     account, alias, authenticated_media, capabilities, config, context, device, directory,
     discovery, filter, media, membership, message, profile, push, receipt, redact, register,
-    relations, room, session, state, sync, typing,
+    relations, room, session, state, sync, typing, user_directory,
 };
 use super::client::{backup, dehydrated_device, keys, to_device};
 use crate::error::{Error, ErrorCode};
@@ -45,6 +45,10 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .route("/_matrix/client/v3/delete_devices", post(device::delete_many))
         .route("/_matrix/client/v3/profile/{userId}", get(profile::get_profile))
+        .route("/_matrix/client/v3/user_directory/search", post(user_directory::search))
+        .route("/_caduceus/directory/v1/search", get(super::directory_v1::search))
+        .route("/_caduceus/directory/v1/users/{userId}", get(super::directory_v1::get_user))
+        .route("/_caduceus/directory/v1/openapi.json", get(super::directory_v1::openapi))
         .route(
             "/_matrix/client/v3/profile/{userId}/{keyName}",
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),

@@ -4,6 +4,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod dehydrated_device;
+pub mod directory;
 pub mod filters;
 pub mod key_backup;
 pub mod keys;
@@ -53,6 +54,7 @@ pub struct Services {
     pub to_device: Arc<to_device::ToDevice>,
     pub key_backup: key_backup::KeyBackup,
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
+    pub directory: Arc<directory::Directory>,
 }
 
 impl Services {
@@ -73,6 +75,10 @@ impl Services {
             &config.rooms.default_room_version,
         )?);
         keys.set_shared_rooms(rooms.clone());
+        let directory = Arc::new(directory::Directory::open(
+            db.clone(),
+            &config.storage.data_dir.join("directory"),
+        )?);
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -80,7 +86,8 @@ impl Services {
                 .with_device_observer(to_device.clone())
                 .with_device_observer(dehydrated_device.clone()),
             uia: uia::Uia::new(),
-            profiles: profiles::Profiles::new(db.clone()),
+            profiles: profiles::Profiles::new(db.clone())
+                .with_observer(Arc::new(directory::BlockingObserver(directory.clone()))),
             account_data: account_data.clone(),
             filters: filters::Filters::new(db.clone()),
             media,
@@ -95,6 +102,7 @@ impl Services {
             to_device,
             key_backup: key_backup::KeyBackup::new(db),
             dehydrated_device,
+            directory,
             stream,
             config,
         }))

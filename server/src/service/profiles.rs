@@ -22,13 +22,25 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// Largest profile as serialised JSON, in bytes, as the specification sets it.
 pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
+/// Learns of every stored profile change, such as the directory that indexes display names.
+pub trait ProfileObserver: Send + Sync {
+    /// Called after the field `key` of the user's profile was set or removed.
+    fn profile_changed(&self, user_id: &UserId, key: &str);
+}
+
 pub struct Profiles {
     db: Arc<Db>,
+    observers: Vec<Arc<dyn ProfileObserver>>,
 }
 
 impl Profiles {
     pub fn new(db: Arc<Db>) -> Self {
-        Self { db }
+        Self { db, observers: Vec::new() }
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn ProfileObserver>) -> Self {
+        self.observers.push(observer);
+        self
     }
 
     pub fn get(&self, user_id: &UserId) -> Result<Map<String, Value>> {
@@ -74,6 +86,9 @@ impl Profiles {
             ));
         }
         self.db.put(&PROFILES, &user_id.to_string(), &record)?;
+        for observer in &self.observers {
+            observer.profile_changed(user_id, key);
+        }
         Ok(())
     }
 

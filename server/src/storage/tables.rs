@@ -48,6 +48,7 @@ pub const ALL: &[&str] = &[
     MEDIA.name(),
     MEDIA_PENDING.name(),
     MEDIA_THUMBNAILS.name(),
+    DIRECTORY_PROFILES.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -407,4 +408,27 @@ pub struct AuditRecord {
     /// Further facts, such as the lockout duration or the admin command's name.
     #[serde(default)]
     pub detail: Value,
+}
+
+/// Verification level and directory attributes by user ID; a user without a record is
+/// `pending`. Owner: `service::directory`.
+pub const DIRECTORY_PROFILES: Table<String, DirectoryProfileRecord> =
+    Table::new("directory_profiles");
+
+/// What the directory knows about one user besides the profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryProfileRecord {
+    pub level: caduceus_directory::VerificationLevel,
+    #[serde(default)]
+    pub professions: Vec<String>,
+    #[serde(default)]
+    pub specialties: Vec<String>,
+    #[serde(default)]
+    pub organisations: Vec<String>,
+    #[serde(default)]
+    pub areas: Vec<caduceus_directory::Area>,
+    /// False when the user opted out of the directory. Pending users are never listed,
+    /// whatever this flag says.
+    pub listed: bool,
+    pub updated_ts: u64,
 }

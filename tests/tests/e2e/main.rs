@@ -9,6 +9,7 @@ mod account_data;
 mod accounts;
 mod admin_cli;
 mod devices;
+mod directory;
 mod discovery;
 mod e2ee;
 mod errors;

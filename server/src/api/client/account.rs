@@ -58,6 +58,10 @@ pub async fn deactivate(
 
     services.profiles.clear(&sender.user_id)?;
     services.accounts.deactivate(&sender.user_id)?;
+    let directory_services = services.clone();
+    let user_id = sender.user_id.clone();
+    tokio::task::spawn_blocking(move || directory_services.directory.remove_user(&user_id))
+        .await??;
     let subject = AuditSubject {
         user_id: Some(sender.user_id.as_str()),
         device_id: Some(sender.device_id.as_str()),
