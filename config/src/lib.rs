@@ -57,15 +57,15 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
 }
 
-/// Where data is kept.
+/// Storage location.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The folder that holds the RocksDB database and the signing key. Created if missing.
+    /// The folder that contains the RocksDB database and the signing key. Created if missing.
     pub data_dir: PathBuf,
 }
 
-/// Who may create an account through `/register`.
+/// Registration policy: which `/register` stages are offered.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrationConfig {
@@ -141,7 +141,7 @@ pub struct DirectoryConfig {
     pub api_keys: Vec<String>,
 }
 
-/// How the server logs.
+/// Logging settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {
@@ -231,7 +231,7 @@ impl Config {
         Ok(config)
     }
 
-    /// The base URL that clients use to reach the server.
+    /// Returns the base URL that clients use to reach the server.
     pub fn public_baseurl(&self) -> String {
         if self.server.public_baseurl.is_empty() {
             format!("http://{}", self.server.listen)

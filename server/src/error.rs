@@ -94,7 +94,7 @@ impl ErrorCode {
         }
     }
 
-    /// The HTTP status the specification gives this code.
+    /// Returns the HTTP status the specification gives this code.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Forbidden
@@ -133,7 +133,7 @@ impl ErrorCode {
     }
 }
 
-/// The body of a user-interactive authentication (UIA) challenge, answered with status 401.
+/// The body of a user-interactive authentication (UIA) challenge, sent with status 401.
 #[derive(Debug, Clone)]
 pub struct UiaChallenge {
     /// The stage lists, any one of which completes the authentication.
@@ -141,7 +141,7 @@ pub struct UiaChallenge {
     pub completed: Vec<String>,
     pub session: String,
     pub params: Map<String, Value>,
-    /// Why the last stage submitted failed, if it did.
+    /// The reason the last submitted stage failed, if it did.
     pub stage_error: Option<(ErrorCode, String)>,
 }
 
@@ -167,7 +167,7 @@ impl Error {
         Self::Matrix { code, message: message.into(), status: None }
     }
 
-    /// An error with a status other than the code's usual one, as some endpoints specify.
+    /// Creates an error with a status other than the code's usual one, as some endpoints specify.
     pub fn with_status(code: ErrorCode, status: StatusCode, message: impl Into<String>) -> Self {
         Self::Matrix { code, message: message.into(), status: Some(status) }
     }
@@ -188,7 +188,7 @@ impl Error {
         Self::new(ErrorCode::InvalidParam, message)
     }
 
-    /// The errcode this error is sent with.
+    /// Returns the errcode this error is sent with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Matrix { code, .. } => code.clone(),

@@ -180,7 +180,7 @@ fn main() -> ExitCode {
         }
     };
 
-    // The log filter is checked here because only the server crate knows its grammar.
+    // The log filter is checked here because only the server crate depends on its parser.
     if let Err(error) = EnvFilter::try_new(log_directive(&config)) {
         eprintln!(
             "caduceus: invalid configuration: `logging.level` is {:?}, which is not a valid \
@@ -226,7 +226,7 @@ async fn run_admin(config: Config, command: AdminCommand) -> ExitCode {
     }
 }
 
-/// The configured log filter, with ruma's authorization checks kept quiet (they log every step at
+/// Returns the configured log filter, with ruma's authorization checks kept quiet (they log every step at
 /// info level) unless the operator names them.
 fn log_directive(config: &Config) -> String {
     let mut directive = config.logging.level.clone();

@@ -6,6 +6,16 @@ fn caduceus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_caduceus"))
 }
 
+/// Runs `caduceus admin ARGS` on a data dir without a server.
+fn run_admin(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    caduceus()
+        .env("CADUCEUS__STORAGE__DATA_DIR", data_dir)
+        .arg("admin")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn invalid_setting_stops_startup_naming_key() {
     let data_dir = tempfile::tempdir().unwrap();
@@ -33,14 +43,7 @@ fn unknown_key_in_file_stops_startup() {
 #[test]
 fn admin_registration_tokens_offline() {
     let data_dir = tempfile::tempdir().unwrap();
-    let admin = |args: &[&str]| {
-        caduceus()
-            .env("CADUCEUS__STORAGE__DATA_DIR", data_dir.path())
-            .arg("admin")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let admin = |args: &[&str]| run_admin(data_dir.path(), args);
 
     let created = admin(&["registration-token", "create", "--uses-allowed", "2"]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
@@ -64,11 +67,7 @@ fn admin_registration_tokens_offline() {
 fn admin_create_user_rejects_weak_password_and_duplicates() {
     let data_dir = tempfile::tempdir().unwrap();
     let create = |name: &str, password: &str| {
-        caduceus()
-            .env("CADUCEUS__STORAGE__DATA_DIR", data_dir.path())
-            .args(["admin", "create-user", name, "--password", password])
-            .output()
-            .unwrap()
+        run_admin(data_dir.path(), &["create-user", name, "--password", password])
     };
 
     let weak = create("alice", "short");
@@ -101,14 +100,7 @@ fn invalid_log_filter_stops_startup() {
 #[test]
 fn admin_rejects_bad_token_uses_and_usernames() {
     let data_dir = tempfile::tempdir().unwrap();
-    let admin = |args: &[&str]| {
-        caduceus()
-            .env("CADUCEUS__STORAGE__DATA_DIR", data_dir.path())
-            .arg("admin")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let admin = |args: &[&str]| run_admin(data_dir.path(), args);
     let zero = admin(&["registration-token", "create", "--uses-allowed", "0"]);
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("at least 1"));

@@ -190,7 +190,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(services)
         // Request bodies are read by the `Ruma` extractor with the configured limit and an
-        // `M_TOO_LARGE` answer; axum's own default limit would answer in plain text.
+        // `M_TOO_LARGE` error, because axum's own default limit responds in plain text.
         .layer(DefaultBodyLimit::disable())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             // The matched route, not the URI: the query string can carry an access token.
@@ -241,7 +241,7 @@ fn media_routes() -> Router<Arc<Services>> {
         .route("/_matrix/media/v3/preview_url", get(media::get_media_preview))
 }
 
-/// The CORS headers the Client-Server API requires, so web clients on any origin can call it.
+/// Builds the CORS headers the Client-Server API requires, so web clients on any origin can call it.
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)

@@ -1,7 +1,7 @@
 //! The `Ruma<T>` extractor, which turns an HTTP request into a ruma request type, and
 //! `RumaResponse<T>`, which turns a ruma response type back into HTTP.
 //!
-//! The extractor authenticates the sender as the endpoint's ruma metadata asks, reads the body
+//! The extractor authenticates the sender as the endpoint's ruma metadata requires, reads the body
 //! up to the configured limit, and maps every parse failure to the Matrix error a client expects:
 //! `M_TOO_LARGE`, `M_NOT_JSON`, `M_BAD_JSON` or `M_INVALID_PARAM`.
 
@@ -74,7 +74,7 @@ pub struct Ruma<T> {
 }
 
 impl<T> Ruma<T> {
-    /// The authenticated sender. Only call this on endpoints whose policy is `Required`, where the
+    /// Returns the authenticated sender. Only call this on endpoints whose policy is `Required`, where the
     /// extractor has already rejected requests without a valid token.
     pub fn sender(&self) -> Result<&Sender> {
         self.sender.as_ref().ok_or_else(|| {

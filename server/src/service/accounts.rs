@@ -21,7 +21,7 @@ use crate::storage::Db;
 /// Shortest password accepted at registration and on password change.
 pub const MIN_PASSWORD_LENGTH: usize = 8;
 
-/// Longest password accepted, in bytes; longer ones would only make hashing a denial of service.
+/// Maximum password length in bytes, because hashing longer ones only serves a denial of service.
 pub const MAX_PASSWORD_LENGTH: usize = 1024;
 
 /// The user and device behind an access token.
@@ -110,7 +110,7 @@ impl Accounts {
         Ok(self.db.get(&USERS, &user_id.to_string())?)
     }
 
-    /// Whether the user exists and is not deactivated.
+    /// Checks whether the user exists and is not deactivated.
     pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.get_user(user_id)?.is_some_and(|user| !user.deactivated))
     }
@@ -138,7 +138,7 @@ impl Accounts {
     /// Checks a user's password. Unknown and deactivated users never match.
     pub async fn verify_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
         let Some(user) = self.get_user(user_id)? else {
-            // Hash anyway so that the answer takes as long for unknown users as for known ones.
+            // Hash anyway so that the response takes as long for unknown users as for known ones.
             let _ = hash_password(password).await;
             return Ok(false);
         };
@@ -407,7 +407,7 @@ pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// A new access token: 256 random bits, URL-safe base64 behind a recognisable prefix.
+/// Generates an access token: 256 random bits, URL-safe base64 behind a recognisable prefix.
 fn generate_access_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -420,7 +420,7 @@ fn generate_device_id() -> OwnedDeviceId {
     id.into()
 }
 
-/// A random alphanumeric string, for session IDs and registration tokens.
+/// Generates a random alphanumeric string, for session IDs and registration tokens.
 pub fn random_string(length: usize) -> String {
     rand::thread_rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
 }

@@ -16,7 +16,7 @@ pub struct Receipts {
     stream: Arc<Stream>,
 }
 
-/// The key part that separates receipts of one type per thread.
+/// Builds the key part that separates receipts of one type per thread.
 fn receipt_key(receipt_type: &str, thread_id: Option<&str>) -> String {
     format!("{receipt_type}|{}", thread_id.unwrap_or(""))
 }
@@ -48,13 +48,13 @@ impl Receipts {
         Ok(position.get())
     }
 
-    /// Every receipt in the room as (user ID, receipt).
+    /// Lists every receipt in the room as (user ID, receipt).
     pub fn in_room(&self, room_id: &RoomId) -> Result<Vec<(String, ReceiptRecord)>> {
         let records = self.db.scan_prefix(&RECEIPTS, &prefix(&[room_id.as_str()]))?;
         Ok(records.into_iter().map(|((_, user_id, _), record)| (user_id, record)).collect())
     }
 
-    /// The user's latest unthreaded or main-thread read receipt (public or private) in a room.
+    /// Returns the user's latest unthreaded or main-thread read receipt (public or private) in a room.
     pub fn latest_read(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<ReceiptRecord>> {
         let records =
             self.db.scan_prefix(&RECEIPTS, &prefix(&[room_id.as_str(), user_id.as_str()]))?;

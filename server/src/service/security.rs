@@ -22,14 +22,14 @@ const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
 pub struct Security {
     db: Arc<Db>,
     config: SecurityConfig,
-    /// Recent failed logins per source address. Kept in memory: a restart forgets them, while
+    /// Recent failed logins per source address. Kept in memory: a restart clears them, while
     /// the per-account lockouts, which matter more, are stored.
     address_failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     /// The last audit sequence number handed out.
     audit_sequence: AtomicU64,
 }
 
-/// Who an audit event concerns.
+/// The user, device and address an audit event concerns.
 #[derive(Debug, Default, Clone)]
 pub struct AuditSubject<'a> {
     pub user_id: Option<&'a str>,
@@ -148,7 +148,7 @@ impl Security {
         Ok(())
     }
 
-    /// The error for the attempt that locked the account.
+    /// Builds the error for the attempt that locked the account.
     pub fn locked_error(&self, duration: Duration) -> Error {
         too_many(
             duration,
@@ -177,7 +177,7 @@ impl Security {
         Ok(())
     }
 
-    /// The newest `limit` audit events, oldest first.
+    /// Returns the newest `limit` audit events, oldest first.
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
         let records = self.db.scan_all(&AUDIT_LOG)?;
         let skip = records.len().saturating_sub(limit);

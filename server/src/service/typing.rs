@@ -11,7 +11,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::stream::Stream;
 
-/// The longest typing timeout a client may set.
+/// The maximum typing timeout a client may set.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
@@ -53,7 +53,7 @@ impl Typing {
         Ok(())
     }
 
-    /// The users typing now, and the position of the last change. An expiry noticed here is a
+    /// Returns the users typing now, and the position of the last change. An expiry noticed here is a
     /// change too and gets a new position, so the next incremental `/sync` reports it.
     pub fn current(&self, room_id: &RoomId) -> crate::error::Result<(Vec<OwnedUserId>, u64)> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -69,7 +69,7 @@ impl Typing {
         Ok((users, room.position))
     }
 
-    /// The earliest moment a typing notification in these rooms expires, so a waiting `/sync`
+    /// Returns the earliest moment a typing notification in these rooms expires, so a waiting `/sync`
     /// can wake to report it.
     pub fn next_expiry<'a>(
         &self,

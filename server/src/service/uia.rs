@@ -1,7 +1,7 @@
 //! User-interactive authentication (UIA) sessions.
 //!
 //! Sessions live in memory: a restart makes clients start the authentication again, which the
-//! spec allows (an unknown session is answered with a fresh challenge). Completed stages are kept
+//! spec allows (an unknown session gets a fresh challenge). Completed stages are kept
 //! per session, and a session is bound to the action and user it started for, so it cannot be
 //! replayed for another request.
 

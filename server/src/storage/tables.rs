@@ -395,11 +395,11 @@ pub struct LoginAttemptsRecord {
     pub locked_until_ts: u64,
 }
 
-/// One security event. It never holds passwords, tokens or message content.
+/// One security event. It never contains passwords, tokens or message content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub ts: u64,
-    /// What happened, such as `login`, `login_failed` or `account_locked`.
+    /// The event kind, such as `login`, `login_failed` or `account_locked`.
     pub kind: String,
     pub user_id: Option<String>,
     pub device_id: Option<String>,

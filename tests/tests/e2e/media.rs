@@ -479,5 +479,6 @@ async fn avatars_from_uploaded_media() {
     };
     let thumbnail = bob_client.media().get_media_content(&small, false).await.expect("thumbnail");
     let image = image::load_from_memory(&thumbnail).expect("the thumbnail is an image");
-    assert!(image.width() <= 320 && image.height() <= 240, "a thumbnail, not the original");
+    assert!(image.width() <= 320, "a thumbnail, not the 640 px original: {}", image.width());
+    assert!(image.height() <= 240, "a thumbnail, not the 480 px original: {}", image.height());
 }

@@ -23,9 +23,10 @@ async fn lockouts_grow_and_survive_restart() {
     let locked = server.login_request("alice", WRONG).await;
     locked.assert_matrix_error(429, "M_LIMIT_EXCEEDED");
     let retry = locked.body["retry_after_ms"].as_u64().expect("retry_after_ms is set");
-    assert!(retry > 0 && retry <= 3000, "the first lockout lasts 3 s here: {retry}");
+    assert!(retry > 0, "a locked account reports a delay: {retry}");
+    assert!(retry <= 3000, "the first lockout lasts 3 s here: {retry}");
 
-    // While locked, even the right password is refused, and the header tells when to retry.
+    // While locked, even the right password is rejected, and the Retry-After header gives the delay.
     let response = reqwest::Client::new()
         .post(format!("{}/_matrix/client/v3/login", server.base_url()))
         .json(&json!({

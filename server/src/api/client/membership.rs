@@ -132,22 +132,27 @@ pub async fn forget(
     Ok(forget_v3::Response::new().into())
 }
 
+/// Sets another user's membership: `leave` for a kick, `ban`, or `unban`.
+async fn change_membership_of(
+    services: &Services,
+    sender: &crate::service::accounts::Sender,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+    membership: &str,
+) -> Result<()> {
+    services.rooms.set_membership_of(room_id, &sender.user_id, user_id, membership, reason).await?;
+    Ok(())
+}
+
 pub async fn kick(
     State(services): State<Arc<Services>>,
     request: Ruma<kick_v3::Request>,
 ) -> Result<RumaResponse<kick_v3::Response>> {
-    let sender = request.sender()?;
     let body = &request.body;
-    services
-        .rooms
-        .set_membership_of(
-            &body.room_id,
-            &sender.user_id,
-            &body.user_id,
-            "leave",
-            body.reason.as_deref(),
-        )
-        .await?;
+    let sender = request.sender()?;
+    let reason = body.reason.as_deref();
+    change_membership_of(&services, sender, &body.room_id, &body.user_id, reason, "leave").await?;
     Ok(kick_v3::Response::new().into())
 }
 
@@ -155,18 +160,10 @@ pub async fn ban(
     State(services): State<Arc<Services>>,
     request: Ruma<ban_v3::Request>,
 ) -> Result<RumaResponse<ban_v3::Response>> {
-    let sender = request.sender()?;
     let body = &request.body;
-    services
-        .rooms
-        .set_membership_of(
-            &body.room_id,
-            &sender.user_id,
-            &body.user_id,
-            "ban",
-            body.reason.as_deref(),
-        )
-        .await?;
+    let sender = request.sender()?;
+    let reason = body.reason.as_deref();
+    change_membership_of(&services, sender, &body.room_id, &body.user_id, reason, "ban").await?;
     Ok(ban_v3::Response::new().into())
 }
 
@@ -174,18 +171,10 @@ pub async fn unban(
     State(services): State<Arc<Services>>,
     request: Ruma<unban_v3::Request>,
 ) -> Result<RumaResponse<unban_v3::Response>> {
-    let sender = request.sender()?;
     let body = &request.body;
-    services
-        .rooms
-        .set_membership_of(
-            &body.room_id,
-            &sender.user_id,
-            &body.user_id,
-            "unban",
-            body.reason.as_deref(),
-        )
-        .await?;
+    let sender = request.sender()?;
+    let reason = body.reason.as_deref();
+    change_membership_of(&services, sender, &body.room_id, &body.user_id, reason, "unban").await?;
     Ok(unban_v3::Response::new().into())
 }
 
