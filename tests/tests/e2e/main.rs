@@ -13,6 +13,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 mod errors;
+mod gating;
 mod media;
 mod profile;
 mod push_rules;
