@@ -3,6 +3,9 @@
 //!
 //! Handlers call these checks before they change anything, so a refused request leaves no
 //! trace. A refusal is `M_FORBIDDEN` with a message that says what is missing.
+//!
+//! NOTE: `sendToDevice`, `keys/query` and `keys/claim` are not gated, so a pending user can
+//! still send to-device messages to, and fetch the device keys of, any user whose ID they know.
 
 use caduceus_config::MinimumLevel;
 use caduceus_directory::VerificationLevel;
@@ -15,7 +18,7 @@ use crate::error::{Error, Result};
 /// Global account data type in which a user limits who may invite them.
 pub const INVITE_PERMISSION_TYPE: &str = "org.caduceus.invite_permission";
 
-/// The most user IDs an invite permission may list as exceptions.
+/// Maximum number of user IDs an invite permission may list as exceptions.
 const MAX_EXCEPTIONS: usize = 1000;
 
 /// The step that gets a pending user verified, appended to refusals.
@@ -29,11 +32,12 @@ pub fn is_exempt(services: &Services, user_id: &UserId) -> bool {
     services.config.verification.support_users.iter().any(|support| support == user_id.as_str())
 }
 
-/// Who may invite a user, from their `org.caduceus.invite_permission` account data.
+/// The set of users allowed to invite a user, from their `org.caduceus.invite_permission`
+/// account data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvitePermission {
     pub allow: InviteAllow,
-    /// Users who may invite whatever `allow` says.
+    /// Users who may invite regardless of `allow`.
     pub exceptions: Vec<OwnedUserId>,
 }
 

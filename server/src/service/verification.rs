@@ -14,10 +14,10 @@ use super::{gating, now_ms, Services};
 use crate::error::{Error, Result};
 use crate::storage::tables::{DirectoryProfileRecord, EvidenceSource, VerificationEvidence};
 
-/// Longest register name and registration number, in bytes.
+/// Maximum length of a register name and of a registration number, in bytes.
 const MAX_IDENTIFIER_BYTES: usize = 64;
 
-/// Longest evidence note, in bytes.
+/// Maximum length of an evidence note, in bytes.
 const MAX_NOTE_BYTES: usize = 2000;
 
 /// The reason given on the `leave` events that withdraw a revoked user's invites.

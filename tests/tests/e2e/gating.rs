@@ -1,6 +1,6 @@
 //! Gating by verification level: who may create rooms, invite, be invited, join and look
-//! people up; the per-user invite permission; the privileged admin API under
-//! /_caduceus/admin/v1; and revocation.
+//! people up. Also the per-user invite permission, the privileged admin API under
+//! /_caduceus/admin/v1, and revocation.
 
 use caduceus_tests::{encode_path_segment, Account, ApiResponse, TestServer, PASSWORD};
 use serde_json::{json, Value};
