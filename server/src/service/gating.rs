@@ -4,8 +4,8 @@
 //! Handlers call these checks before they change anything, so a refused request leaves no
 //! trace. A refusal is `M_FORBIDDEN` with a message that says what is missing.
 //!
-//! NOTE: `sendToDevice`, `keys/query` and `keys/claim` are not gated, so a pending user can
-//! still send to-device messages to, and fetch the device keys of, any user whose ID they know.
+//! NOTE: `keys/query` and `keys/claim` are not gated, so a pending user can still fetch the
+//! device keys of any user whose ID they know.
 
 use caduceus_config::MinimumLevel;
 use caduceus_directory::VerificationLevel;
@@ -254,6 +254,25 @@ pub fn check_lookup(services: &Services, viewer: &UserId, target: &UserId) -> Re
     }
     Err(Error::forbidden(format!(
         "You can look up colleagues {}. {HOW_TO_VERIFY}",
+        once_verified(required)
+    )))
+}
+
+/// Checks a to-device message. Below the `invite` level a user can send only to themselves,
+/// exempt users and people they share a joined room with, because a direct message to a
+/// stranger is contact just like an invite.
+pub fn check_to_device(services: &Services, sender: &UserId, target: &UserId) -> Result<()> {
+    if sender == target || is_exempt(services, sender) || is_exempt(services, target) {
+        return Ok(());
+    }
+    let required = required_level(services.config.verification.invite);
+    if services.directory.level(sender)? >= required
+        || shares_joined_room(services, sender, target)?
+    {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "You can contact colleagues outside your rooms {}. {HOW_TO_VERIFY}",
         once_verified(required)
     )))
 }

@@ -122,6 +122,15 @@ async fn pending_user_cannot_make_contact() {
     server.get(&support_profile, pending.token()).await.assert_status(200);
     assert_refused(&server.get(&profile, None).await, "Log in");
 
+    // To-device messages reach support and themselves, but not strangers.
+    let to_device = |target: &str| json!({ "messages": { target: { "*": { "body": "hello" } } } });
+    let send_path = |txn: &str| format!("/_matrix/client/v3/sendToDevice/m.test/{txn}");
+    let stranger =
+        server.put(&send_path("1"), pending.token(), &to_device(&colleague.user_id)).await;
+    assert_refused(&stranger, "You can contact colleagues outside your rooms");
+    let to_support = server.put(&send_path("2"), pending.token(), &to_device(SUPPORT)).await;
+    to_support.assert_status(200);
+
     let search = server.post(SEARCH, pending.token(), &json!({ "search_term": "colleague" })).await;
     assert_refused(&search, "verify your registration");
 }
