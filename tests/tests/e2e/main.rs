@@ -14,6 +14,7 @@ mod discovery;
 mod e2ee;
 mod email;
 mod errors;
+mod gating;
 mod media;
 mod profile;
 mod push_rules;
