@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use ruma::api::client::account::check_registration_token_validity::v1 as token_validity_v1;
 use ruma::api::client::account::get_username_availability::v3 as availability_v3;
-use ruma::api::client::account::register::{v3 as register_v3, RegistrationKind};
+use ruma::api::client::account::register::{v3 as register_v3, LoginType, RegistrationKind};
 use ruma::api::client::uiaa::AuthData;
+use ruma::UserId;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::accounts::{check_new_password, random_string};
+use crate::service::accounts::{check_new_password, random_string, Sender};
 use crate::service::security::AuditSubject;
 use crate::service::uia::{Scope, StageResult, STAGE_DUMMY, STAGE_REGISTRATION_TOKEN};
 use crate::service::Services;
@@ -42,6 +43,14 @@ pub async fn register(
             "Guest accounts are not available on this server",
         ));
     }
+    if body.login_type == Some(LoginType::ApplicationService) {
+        return register_for_appservice(&services, request.sender.as_ref(), body, address).await;
+    }
+    if request.sender.as_ref().is_some_and(|sender| sender.appservice_id.is_some()) {
+        return Err(Error::invalid_param(
+            "Application services register users with the type m.login.application_service",
+        ));
+    }
     let flows = registration_flows(&services);
     if flows.is_empty() {
         return Err(Error::forbidden(
@@ -55,7 +64,8 @@ pub async fn register(
         Some(username) => username.clone(),
         None => random_string(12).to_lowercase(),
     };
-    services.accounts.check_available(&localpart)?;
+    let user_id = services.accounts.check_available(&localpart)?;
+    services.appservices.check_user_free(&user_id, None)?;
     let Some(password) = body.password.as_deref() else {
         return Err(Error::new(ErrorCode::MissingParam, "A password is required to register"));
     };
@@ -137,8 +147,66 @@ pub async fn available(
     State(services): State<Arc<Services>>,
     request: Ruma<availability_v3::Request>,
 ) -> Result<RumaResponse<availability_v3::Response>> {
-    services.accounts.check_available(&request.body.username)?;
+    let user_id = services.accounts.check_available(&request.body.username)?;
+    services.appservices.check_user_free(&user_id, None)?;
     Ok(availability_v3::Response::new(true).into())
+}
+
+/// Registers a user in an application service's user namespace, authorised by its `as_token`
+/// instead of user-interactive authentication. The account has no password.
+async fn register_for_appservice(
+    services: &Services,
+    sender: Option<&Sender>,
+    body: register_v3::Request,
+    address: Option<std::net::IpAddr>,
+) -> Result<RumaResponse<register_v3::Response>> {
+    let Some(sender) = sender else {
+        return Err(Error::new(
+            ErrorCode::MissingToken,
+            "Registering with m.login.application_service needs the application service's token",
+        ));
+    };
+    let appservice =
+        sender.appservice_id.as_deref().and_then(|id| services.appservices.by_id(id)).ok_or_else(
+            || {
+                Error::new(
+                    ErrorCode::UnknownToken { soft_logout: false },
+                    "The access token is not an application service's token",
+                )
+            },
+        )?;
+    let Some(localpart) = body.username.as_deref() else {
+        return Err(Error::new(
+            ErrorCode::MissingParam,
+            "An application service must give the username to register",
+        ));
+    };
+    let user_id = UserId::parse_with_server_name(localpart, &services.server_name)
+        .map_err(|_| Error::new(ErrorCode::InvalidUsername, "The username is not valid"))?;
+    if !appservice.owns_user(&user_id) {
+        return Err(Error::new(
+            ErrorCode::Exclusive,
+            "The username is outside the application service's user namespaces",
+        ));
+    }
+    services.appservices.check_user_free(&user_id, Some(appservice.id()))?;
+    let user_id = services.accounts.create_user(localpart, None, false).await?;
+    let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
+    let detail =
+        serde_json::json!({ "method": "application_service", "appservice": appservice.id() });
+    services.security.audit("registration", &subject, detail)?;
+    let mut response = register_v3::Response::new(user_id.clone());
+    if body.inhibit_login {
+        return Ok(response.into());
+    }
+    let session = services.accounts.create_session(
+        &user_id,
+        body.device_id,
+        body.initial_device_display_name,
+    )?;
+    response.access_token = Some(session.access_token);
+    response.device_id = Some(session.device_id);
+    Ok(response.into())
 }
 
 pub async fn token_validity(
