@@ -140,6 +140,20 @@ impl TestAppservice {
             .collect()
     }
 
+    /// Waits until no transaction has arrived for half a second, so earlier events are out of
+    /// the way.
+    async fn settle(&self) {
+        let mut last = usize::MAX;
+        loop {
+            let count = self.state.recorded.lock().unwrap().attempts.len();
+            if count == last {
+                return;
+            }
+            last = count;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Waits until the given events were delivered, and returns every delivered event ID.
     async fn wait_for_events(&self, expected: &[String]) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -159,7 +173,7 @@ impl TestAppservice {
 
 fn authorised(state: &AsState, headers: &HeaderMap) -> bool {
     let ok = headers.get("authorization").and_then(|value| value.to_str().ok())
-        == Some(&format!("Bearer {HS_TOKEN}"));
+        == Some(format!("Bearer {HS_TOKEN}").as_str());
     if !ok {
         state.recorded.lock().unwrap().bad_auth += 1;
     }
@@ -179,7 +193,7 @@ async fn transaction(
     if !authorised(&state, &headers) {
         return forbidden();
     }
-    let event_ids = body["events"]
+    let event_ids: Vec<String> = body["events"]
         .as_array()
         .map(|events| {
             events.iter().map(|e| e["event_id"].as_str().unwrap_or_default().to_owned()).collect()
@@ -308,8 +322,7 @@ namespaces:
     format!("{},{}", bridge_path.display(), other_path.display())
 }
 
-async fn start_server(dir: &Path, files: &str) -> TestServer {
-    let _ = dir;
+async fn start_server(files: &str) -> TestServer {
     TestServer::start_with_env(&[
         ("CADUCEUS__APPSERVICES__REGISTRATION_FILES", files),
         ("CADUCEUS__APPSERVICES__RETRY_BASE_MS", "50"),
@@ -379,7 +392,7 @@ async fn appservice_token_acts_only_for_users_in_its_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     let whoami = "/_matrix/client/v3/account/whoami";
 
     let sender = server.get(whoami, Some(AS_TOKEN)).await;
@@ -444,7 +457,7 @@ async fn appservice_registers_logs_in_and_holds_its_namespaces() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     let register = "/_matrix/client/v3/register";
     let login = "/_matrix/client/v3/login";
 
@@ -542,7 +555,7 @@ async fn unknown_users_and_aliases_are_asked_of_the_appservice() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     appservice.set_homeserver(&server);
 
     let profile = |user: &str| format!("/_matrix/client/v3/profile/{}", encode_path_segment(user));
@@ -580,7 +593,7 @@ async fn ping_reports_success_and_each_failure() {
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let files = write_registrations(dir.path(), &appservice.url(), Some(&closed_url));
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     let template = "/_matrix/client/v1/appservice/{appserviceId}/ping";
     let ping = |id: &str| format!("/_matrix/client/v1/appservice/{id}/ping");
 
@@ -620,7 +633,7 @@ async fn ping_without_url_is_url_not_set() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     server
         .post("/_matrix/client/v1/appservice/other/ping", Some(OTHER_AS_TOKEN), &json!({}))
         .await
@@ -633,7 +646,7 @@ async fn transactions_arrive_in_order_across_an_appservice_outage() {
     let dir = tempfile::tempdir().unwrap();
     let mut appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     let (alice, room_id) = shared_room(&server).await;
 
     let mut sent = Vec::new();
@@ -673,10 +686,9 @@ async fn malformed_answers_are_retried_with_the_same_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let server = start_server(dir.path(), &files).await;
+    let server = start_server(&files).await;
     let (alice, room_id) = shared_room(&server).await;
-    appservice.wait_for_events(&[]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    appservice.settle().await;
 
     appservice.set_mode(Mode::Malformed);
     let event_id = send_text(&server, alice.token(), None, &room_id, 0).await;
@@ -709,9 +721,9 @@ async fn undelivered_events_are_sent_after_a_homeserver_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut appservice = TestAppservice::start().await;
     let files = write_registrations(dir.path(), &appservice.url(), None);
-    let mut server = start_server(dir.path(), &files).await;
+    let mut server = start_server(&files).await;
     let (alice, room_id) = shared_room(&server).await;
-    appservice.wait_for_events(&[]).await;
+    appservice.settle().await;
 
     appservice.go_down().await;
     let mut sent = Vec::new();

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use ruma::api::client::account::check_registration_token_validity::v1 as token_validity_v1;
 use ruma::api::client::account::get_username_availability::v3 as availability_v3;
 use ruma::api::client::account::register::{v3 as register_v3, LoginType, RegistrationKind};
 use ruma::api::client::uiaa::AuthData;
 use ruma::UserId;
+use serde_json::json;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
@@ -34,7 +37,7 @@ fn registration_flows(services: &Services) -> Vec<Vec<String>> {
 pub async fn register(
     State(services): State<Arc<Services>>,
     request: Ruma<register_v3::Request>,
-) -> Result<RumaResponse<register_v3::Response>> {
+) -> Result<Response> {
     let address = request.client_ip;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
@@ -128,9 +131,9 @@ pub async fn register(
     let method = if completed.registration_token.is_some() { "registration_token" } else { "open" };
     services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
     if body.inhibit_login {
-        let mut response = register_v3::Response::new(user_id);
-        response.device_id = None;
-        return Ok(response.into());
+        // Written by hand because ruma's response type sends `device_id` as null, which the
+        // spec's schema does not allow.
+        return Ok(Json(json!({ "user_id": user_id })).into_response());
     }
     let session = services.accounts.create_session(
         &user_id,
@@ -140,7 +143,7 @@ pub async fn register(
     let mut response = register_v3::Response::new(user_id);
     response.access_token = Some(session.access_token);
     response.device_id = Some(session.device_id);
-    Ok(response.into())
+    Ok(RumaResponse(response).into_response())
 }
 
 pub async fn available(
@@ -159,7 +162,7 @@ async fn register_for_appservice(
     sender: Option<&Sender>,
     body: register_v3::Request,
     address: Option<std::net::IpAddr>,
-) -> Result<RumaResponse<register_v3::Response>> {
+) -> Result<Response> {
     let Some(sender) = sender else {
         return Err(Error::new(
             ErrorCode::MissingToken,
@@ -197,7 +200,7 @@ async fn register_for_appservice(
     services.security.audit("registration", &subject, detail)?;
     let mut response = register_v3::Response::new(user_id.clone());
     if body.inhibit_login {
-        return Ok(response.into());
+        return Ok(Json(json!({ "user_id": response.user_id })).into_response());
     }
     let session = services.accounts.create_session(
         &user_id,
@@ -206,7 +209,7 @@ async fn register_for_appservice(
     )?;
     response.access_token = Some(session.access_token);
     response.device_id = Some(session.device_id);
-    Ok(response.into())
+    Ok(RumaResponse(response).into_response())
 }
 
 pub async fn token_validity(
