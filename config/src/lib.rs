@@ -42,6 +42,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub email: EmailConfig,
     pub verification: VerificationConfig,
+    pub appservices: AppservicesConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -239,6 +240,35 @@ impl Default for VerificationConfig {
     }
 }
 
+/// Application services (bridges, bots and the verification gatekeeper), registered the way
+/// Synapse registers them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Registration files in Synapse's YAML format, one per application service. An invalid
+    /// file stops the start.
+    pub registration_files: Vec<PathBuf>,
+    /// The first wait before a failed transaction is sent again, in milliseconds. Each further
+    /// failure doubles it up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// The longest wait between two attempts to send a transaction, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How long the server waits for an application service to answer a user or alias query,
+    /// a ping or a transaction, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AppservicesConfig {
+    fn default() -> Self {
+        Self {
+            registration_files: Vec::new(),
+            retry_base_ms: 1000,
+            retry_max_ms: 5 * 60 * 1000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -317,6 +347,7 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("directory.api_keys")
             .with_list_parse_key("verification.support_users")
+            .with_list_parse_key("appservices.registration_files")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();
@@ -394,6 +425,19 @@ impl Config {
                     ),
                 });
             }
+        if self.appservices.retry_base_ms == 0
+            || self.appservices.retry_max_ms < self.appservices.retry_base_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "appservices.retry_max_ms",
+                problem: "must be at least retry_base_ms, which must be at least 1".to_owned(),
+            });
+        }
+        if self.appservices.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "appservices.request_timeout_ms",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
         }
 
         if self.storage.data_dir.as_os_str().is_empty() {

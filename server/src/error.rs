@@ -55,6 +55,15 @@ pub enum ErrorCode {
     CannotLeaveServerNoticeRoom,
     CannotOverwriteMedia,
     NotYetUploaded,
+    /// The application service to ping has no URL.
+    UrlNotSet,
+    /// The application service answered a ping with another status than 200.
+    BadStatus {
+        status: u16,
+        body: String,
+    },
+    ConnectionFailed,
+    ConnectionTimeout,
 }
 
 impl ErrorCode {
@@ -91,6 +100,10 @@ impl ErrorCode {
             Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
             Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::UrlNotSet => "M_URL_NOT_SET",
+            Self::BadStatus { .. } => "M_BAD_STATUS",
+            Self::ConnectionFailed => "M_CONNECTION_FAILED",
+            Self::ConnectionTimeout => "M_CONNECTION_TIMEOUT",
         }
     }
 
@@ -111,7 +124,8 @@ impl ErrorCode {
             Self::Unrecognized { method_not_allowed: false } => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::CannotOverwriteMedia => StatusCode::CONFLICT,
-            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotYetUploaded | Self::ConnectionTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadStatus { .. } | Self::ConnectionFailed => StatusCode::BAD_GATEWAY,
             Self::BadJson
             | Self::NotJson
             | Self::Unknown
@@ -128,7 +142,8 @@ impl ErrorCode {
             | Self::RoomInUse
             | Self::InvalidRoomState
             | Self::BadState
-            | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
+            | Self::CannotLeaveServerNoticeRoom
+            | Self::UrlNotSet => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -223,6 +238,10 @@ fn error_body(code: &ErrorCode, message: &str) -> Map<String, Value> {
         }
         ErrorCode::WrongRoomKeysVersion { current_version } => {
             body.insert("current_version".to_owned(), json!(current_version));
+        }
+        ErrorCode::BadStatus { status, body: response } => {
+            body.insert("status".to_owned(), json!(status));
+            body.insert("body".to_owned(), json!(response));
         }
         _ => {}
     }

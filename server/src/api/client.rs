@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod alias;
+pub mod appservice;
 pub mod authenticated_media;
 pub mod backup;
 pub mod capabilities;

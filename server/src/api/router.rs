@@ -16,7 +16,7 @@ use super::client::{
     discovery, filter, media, membership, message, profile, push, receipt, redact, register,
     relations, room, session, state, sync, typing, user_directory,
 };
-use super::client::{backup, dehydrated_device, keys, to_device};
+use super::client::{appservice, backup, dehydrated_device, keys, to_device};
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
 
@@ -33,6 +33,7 @@ pub fn router(services: Arc<Services>) -> Router {
             get(register::token_validity),
         )
         .route("/_matrix/client/v3/login", get(session::login_types).post(session::login))
+        .route("/_matrix/client/v1/appservice/{appserviceId}/ping", post(appservice::ping))
         .route("/_matrix/client/v3/logout", post(session::logout))
         .route("/_matrix/client/v3/logout/all", post(session::logout_all))
         .route("/_matrix/client/v3/account/whoami", get(account::whoami))

@@ -49,6 +49,8 @@ pub const ALL: &[&str] = &[
     MEDIA_PENDING.name(),
     MEDIA_THUMBNAILS.name(),
     DIRECTORY_PROFILES.name(),
+    EVENT_POSITIONS.name(),
+    APPSERVICE_QUEUES.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -221,6 +223,10 @@ pub const ALIASES: Table<String, AliasRecord> = Table::new("aliases");
 /// Client transaction IDs by (user ID, device ID, transaction ID) to the event ID they created,
 /// so a retried send returns the same event. Owner: `service::rooms`.
 pub const TRANSACTIONS: Table<(String, String, String), String> = Table::new("transactions");
+
+/// Every PDU by stream position to its event ID, across rooms, so readers such as application
+/// service delivery can follow new events in order. Owner: `service::rooms`.
+pub const EVENT_POSITIONS: Table<u64, String> = Table::new("event_positions");
 
 /// Relations by (parent event ID, child stream position) to the child. Owner: `service::rooms`.
 pub const RELATIONS: Table<(String, u64), RelationRecord> = Table::new("relations");
@@ -485,4 +491,29 @@ impl EvidenceSource {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|source| source.as_str() == value)
     }
+}
+
+/// Delivery state per application service ID: how far the stream has been delivered and the
+/// transaction being sent. Owner: `service::appservices`.
+pub const APPSERVICE_QUEUES: Table<String, AppserviceQueueRecord> = Table::new("appservice_queues");
+
+/// How far events have reached one application service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppserviceQueueRecord {
+    /// Every event at or below this stream position was delivered or was of no interest.
+    pub delivered_up_to: u64,
+    /// The number of the next transaction; never reused, so transaction IDs stay unique.
+    pub next_txn: u64,
+    /// The transaction being sent, fixed before the first attempt so that every retry carries
+    /// the same ID and the same events.
+    pub in_flight: Option<PendingTransaction>,
+}
+
+/// A transaction that has not been acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTransaction {
+    pub txn_id: String,
+    /// The stream position the transaction covers up to; it becomes `delivered_up_to` once sent.
+    pub up_to: u64,
+    pub event_ids: Vec<String>,
 }

@@ -8,6 +8,7 @@
 mod account_data;
 mod accounts;
 mod admin_cli;
+mod appservice;
 mod devices;
 mod directory;
 mod discovery;
