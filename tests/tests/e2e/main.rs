@@ -8,6 +8,7 @@
 mod account_data;
 mod accounts;
 mod admin_cli;
+mod bot_crypto;
 mod devices;
 mod directory;
 mod discovery;
