@@ -9,6 +9,7 @@ mod account_data;
 mod accounts;
 mod admin_cli;
 mod appservice;
+mod bot_crypto;
 mod devices;
 mod directory;
 mod discovery;
