@@ -55,6 +55,15 @@ pub enum ErrorCode {
     CannotLeaveServerNoticeRoom,
     CannotOverwriteMedia,
     NotYetUploaded,
+    ThreepidInUse,
+    ThreepidNotFound,
+    ThreepidDenied,
+    ThreepidAuthFailed,
+    ThreepidMediumNotSupported,
+    ServerNotTrusted,
+    /// Not in the Client-Server API's list; the Identity Service API uses it for a malformed
+    /// address, and this server validates addresses itself.
+    InvalidEmail,
 }
 
 impl ErrorCode {
@@ -91,6 +100,13 @@ impl ErrorCode {
             Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
             Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            Self::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
+            Self::InvalidEmail => "M_INVALID_EMAIL",
         }
     }
 
@@ -101,6 +117,7 @@ impl ErrorCode {
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
             | Self::UserLocked
+            | Self::ThreepidDenied
             | Self::WrongRoomKeysVersion { .. } => StatusCode::FORBIDDEN,
             Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -129,6 +146,12 @@ impl ErrorCode {
             | Self::InvalidRoomState
             | Self::BadState
             | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
+            Self::ThreepidInUse
+            | Self::ThreepidNotFound
+            | Self::ThreepidAuthFailed
+            | Self::ThreepidMediumNotSupported
+            | Self::ServerNotTrusted
+            | Self::InvalidEmail => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod stream;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod threepids;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
@@ -57,6 +58,7 @@ pub struct Services {
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
     pub directory: Arc<directory::Directory>,
     pub mail: mail::Mail,
+    pub threepids: threepids::Threepids,
 }
 
 impl Services {
@@ -82,6 +84,7 @@ impl Services {
             &config.storage.data_dir.join("directory"),
         )?);
         let mail = mail::Mail::new(&config.email, server_name.as_str())?;
+        let threepids = threepids::Threepids::new(db.clone(), &config);
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -107,6 +110,7 @@ impl Services {
             dehydrated_device,
             directory,
             mail,
+            threepids,
             stream,
             config,
         }))

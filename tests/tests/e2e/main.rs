@@ -20,3 +20,4 @@ mod push_rules;
 mod restart;
 mod rooms;
 mod security;
+mod threepid;

@@ -35,10 +35,15 @@ pub async fn login(
     #[allow(deprecated)]
     let user = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
+        // An unknown address becomes an empty user, which fails like a wrong password below.
+        (Some(UserIdentifier::Email(identifier)), _) => {
+            services.threepids.find_user(&identifier.address)?.unwrap_or_default()
+        }
         (Some(_), _) => {
             return Err(Error::new(
                 ErrorCode::Unknown,
-                "Only the m.id.user identifier is supported on this server",
+                "Only the m.id.user and m.id.thirdparty (email) identifiers are supported on \
+                 this server",
             ))
         }
         (None, Some(user)) => user.clone(),
