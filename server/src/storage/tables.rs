@@ -207,8 +207,8 @@ pub struct ThreepidRecord {
     pub added_at: u64,
 }
 
-/// What an email validation session may be used for; each `requestToken` endpoint starts
-/// sessions for one purpose only.
+/// The use of an email validation session. Each `requestToken` endpoint starts sessions for one
+/// purpose only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmailPurpose {
@@ -234,7 +234,7 @@ pub struct EmailValidationRecord {
     pub failed_attempts: u32,
     /// Milliseconds since the Unix epoch when the code was submitted correctly.
     pub validated_ts: Option<u64>,
-    /// Where a browser that opens the emailed link is sent after validation.
+    /// The URL that a browser opening the emailed link is redirected to after validation.
     pub next_link: Option<String>,
 }
 

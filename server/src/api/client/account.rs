@@ -105,7 +105,7 @@ async fn reset_password(
         .map_err(|error| Error::Internal(anyhow::anyhow!("stored user ID {owner:?}: {error}")))?;
 
     services.accounts.set_password(&user_id, &body.new_password).await?;
-    // Whoever proved control of the mail may sign in at once, even after a lockout.
+    // A user who proved control of the mailbox may sign in at once, even after a lockout.
     services.security.record_success(&user_id)?;
     if body.logout_devices {
         services.accounts.delete_other_devices(&user_id, None)?;

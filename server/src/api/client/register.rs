@@ -149,8 +149,8 @@ pub async fn register(
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
     let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
     if let Some(email) = &email {
-        // Another registration may have claimed the address since the stage was checked; the
-        // account created here is then closed again, so no address has two accounts.
+        // Another registration may have claimed the address since the stage was checked. The
+        // account created here is then deactivated again, so no address has two accounts.
         if let Err(error) =
             services.threepids.add_email(&user_id, &email.address, email.validated_ts).await
         {
@@ -185,8 +185,8 @@ pub async fn register(
     Ok(response.into())
 }
 
-/// Rejects a stage that registration does not offer here, with a message that says how to get
-/// access. A failed stage never completes a flow, so the session's next challenge carries it.
+/// Rejects a stage that registration does not offer here, with a message that explains how to
+/// get access. A failed stage never completes a flow, so the session's next challenge carries it.
 fn reject_stage(
     services: &Services,
     auth: &AuthData,
