@@ -78,6 +78,10 @@ pub struct RegistrationConfig {
     /// Allows anyone to register without a token (the `m.login.dummy` stage). Off by default,
     /// because only verified professionals should reach the server.
     pub open: bool,
+    /// Email domains whose addresses may register after validating the address with an emailed
+    /// code (the `m.login.email.identity` stage); subdomains count too. Empty turns registration
+    /// by email off.
+    pub trusted_email_domains: Vec<String>,
 }
 
 /// The media repository: uploads, downloads and thumbnails.
@@ -153,7 +157,7 @@ pub struct EmailConfig {
     pub smtp_host: String,
     /// The SMTP server's port: 587 for STARTTLS submission, 465 for TLS, 25 for plain SMTP.
     pub smtp_port: u16,
-    /// How the connection to the SMTP server is protected.
+    /// The protection of the connection to the SMTP server.
     pub security: SmtpSecurity,
     /// The SMTP user name. Empty means the server does not log in.
     pub username: String,
@@ -169,7 +173,7 @@ pub struct EmailConfig {
     pub mails_per_address_per_hour: u32,
 }
 
-/// How the connection to the SMTP server is protected.
+/// The protection of the connection to the SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpSecurity {
@@ -307,7 +311,7 @@ impl Default for StorageConfig {
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { token: true, open: false }
+        Self { token: true, open: false, trusted_email_domains: Vec::new() }
     }
 }
 
@@ -348,6 +352,7 @@ impl Config {
             .with_list_parse_key("directory.api_keys")
             .with_list_parse_key("verification.support_users")
             .with_list_parse_key("appservices.registration_files")
+            .with_list_parse_key("registration.trusted_email_domains")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();

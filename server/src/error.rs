@@ -64,6 +64,15 @@ pub enum ErrorCode {
     },
     ConnectionFailed,
     ConnectionTimeout,
+    ThreepidInUse,
+    ThreepidNotFound,
+    ThreepidDenied,
+    ThreepidAuthFailed,
+    ThreepidMediumNotSupported,
+    ServerNotTrusted,
+    /// Not in the Client-Server API's list; the Identity Service API uses it for a malformed
+    /// address, and this server validates addresses itself.
+    InvalidEmail,
 }
 
 impl ErrorCode {
@@ -104,6 +113,13 @@ impl ErrorCode {
             Self::BadStatus { .. } => "M_BAD_STATUS",
             Self::ConnectionFailed => "M_CONNECTION_FAILED",
             Self::ConnectionTimeout => "M_CONNECTION_TIMEOUT",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            Self::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
+            Self::InvalidEmail => "M_INVALID_EMAIL",
         }
     }
 
@@ -114,6 +130,7 @@ impl ErrorCode {
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
             | Self::UserLocked
+            | Self::ThreepidDenied
             | Self::WrongRoomKeysVersion { .. } => StatusCode::FORBIDDEN,
             Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -144,6 +161,13 @@ impl ErrorCode {
             | Self::BadState
             | Self::CannotLeaveServerNoticeRoom
             | Self::UrlNotSet => StatusCode::BAD_REQUEST,
+            | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
+            Self::ThreepidInUse
+            | Self::ThreepidNotFound
+            | Self::ThreepidAuthFailed
+            | Self::ThreepidMediumNotSupported
+            | Self::ServerNotTrusted
+            | Self::InvalidEmail => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod room;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod threepid;
 pub mod to_device;
 pub mod typing;
 pub mod user_directory;

@@ -22,6 +22,7 @@ pub mod stream;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod threepids;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
@@ -61,6 +62,7 @@ pub struct Services {
     pub directory: Arc<directory::Directory>,
     pub mail: mail::Mail,
     pub appservices: Arc<appservices::Appservices>,
+    pub threepids: threepids::Threepids,
 }
 
 impl Services {
@@ -93,6 +95,7 @@ impl Services {
             &config.storage.data_dir.join("directory"),
         )?);
         let mail = mail::Mail::new(&config.email, server_name.as_str())?;
+        let threepids = threepids::Threepids::new(db.clone(), &config);
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -119,6 +122,7 @@ impl Services {
             directory,
             mail,
             appservices,
+            threepids,
             stream,
             config,
         }))

@@ -51,6 +51,10 @@ pub const ALL: &[&str] = &[
     DIRECTORY_PROFILES.name(),
     EVENT_POSITIONS.name(),
     APPSERVICE_QUEUES.name(),
+    THREEPIDS.name(),
+    USER_THREEPIDS.name(),
+    EMAIL_VALIDATIONS.name(),
+    EMAIL_VALIDATION_SECRETS.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -177,6 +181,63 @@ pub struct DeviceRecord {
 pub struct ProfileRecord {
     /// Every field, including `displayname` and `avatar_url`, by key.
     pub fields: BTreeMap<String, Value>,
+}
+
+/// Third-party identifiers of accounts by (medium, address), so an address belongs to one
+/// account at most. Email addresses are stored in lower case. Owner: `service::threepids`.
+pub const THREEPIDS: Table<(String, String), ThreepidRecord> = Table::new("threepids");
+
+/// The same identifiers by (user ID, medium, address), for listing an account's identifiers.
+/// Owner: `service::threepids`.
+pub const USER_THREEPIDS: Table<(String, String, String), ThreepidRecord> =
+    Table::new("user_threepids");
+
+/// Email validation sessions by session ID (`sid`). Owner: `service::threepids`.
+pub const EMAIL_VALIDATIONS: Table<String, EmailValidationRecord> = Table::new("email_validations");
+
+/// Session IDs by (SHA-256 of the client secret, purpose, address), so that a repeated
+/// `requestToken` finds its session. Owner: `service::threepids`.
+pub const EMAIL_VALIDATION_SECRETS: Table<(String, String, String), String> =
+    Table::new("email_validation_secrets");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreepidRecord {
+    pub user_id: String,
+    /// Milliseconds since the Unix epoch when the address was validated.
+    pub validated_at: u64,
+    /// Milliseconds since the Unix epoch when the address was added to the account.
+    pub added_at: u64,
+}
+
+/// The use of an email validation session. Each `requestToken` endpoint starts sessions for one
+/// purpose only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailPurpose {
+    Register,
+    AddThreepid,
+    ResetPassword,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailValidationRecord {
+    pub purpose: EmailPurpose,
+    /// The address in lower case.
+    pub address: String,
+    /// SHA-256 of the client secret, hex-encoded.
+    pub client_secret_hash: String,
+    /// SHA-256 of the session ID and the emailed code, hex-encoded; the code is never stored.
+    pub code_hash: String,
+    /// The highest `send_attempt` a mail was sent for.
+    pub send_attempt: u64,
+    /// Milliseconds since the Unix epoch when the current code was sent.
+    pub sent_ts: u64,
+    /// Wrong codes submitted for the current code.
+    pub failed_attempts: u32,
+    /// Milliseconds since the Unix epoch when the code was submitted correctly.
+    pub validated_ts: Option<u64>,
+    /// The URL that a browser opening the emailed link is redirected to after validation.
+    pub next_link: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

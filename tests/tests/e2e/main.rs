@@ -23,3 +23,4 @@ mod push_rules;
 mod restart;
 mod rooms;
 mod security;
+mod threepid;

@@ -17,8 +17,12 @@ use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::{check_new_password, random_string, Sender};
 use crate::service::security::AuditSubject;
-use crate::service::uia::{Scope, StageResult, STAGE_DUMMY, STAGE_REGISTRATION_TOKEN};
+use crate::service::threepids::ACCESS_HELP;
+use crate::service::uia::{
+    Scope, StageResult, STAGE_DUMMY, STAGE_EMAIL_IDENTITY, STAGE_REGISTRATION_TOKEN,
+};
 use crate::service::Services;
+use crate::storage::tables::EmailPurpose;
 
 const ACTION: &str = "register";
 
@@ -27,6 +31,9 @@ fn registration_flows(services: &Services) -> Vec<Vec<String>> {
     let mut flows = Vec::new();
     if services.config.registration.token {
         flows.push(vec![STAGE_REGISTRATION_TOKEN.to_owned()]);
+    }
+    if services.threepids.email_registration_enabled() {
+        flows.push(vec![STAGE_EMAIL_IDENTITY.to_owned()]);
     }
     if services.config.registration.open {
         flows.push(vec![STAGE_DUMMY.to_owned()]);
@@ -75,6 +82,13 @@ pub async fn register(
     check_new_password(password)?;
 
     let scope = Scope { action: ACTION, user_id: None };
+    if let Some(auth) = &body.auth {
+        let stage = auth.auth_type().map(|kind| kind.to_string()).unwrap_or_default();
+        if !flows.iter().flatten().any(|offered| *offered == stage) {
+            return Err(reject_stage(&services, auth, scope, flows));
+        }
+    }
+    let mut email = None;
     let completed = match &body.auth {
         None => return Err(services.uia.challenge(scope, flows)?),
         Some(AuthData::RegistrationToken(stage)) => {
@@ -84,7 +98,7 @@ pub async fn register(
             } else {
                 StageResult::Failed(
                     ErrorCode::Forbidden,
-                    "The registration token is invalid, used up or expired".to_owned(),
+                    format!("The registration token is invalid, used up or expired. {ACCESS_HELP}"),
                 )
             };
             let token = valid.then(|| stage.token.clone());
@@ -97,6 +111,34 @@ pub async fn register(
                 token,
             )?
         }
+        Some(AuthData::EmailIdentity(stage)) => {
+            let checked = services
+                .threepids
+                .check_stage(&stage.thirdparty_id_creds, EmailPurpose::Register)?;
+            let (result, validated) = match checked {
+                Ok(email) if !services.threepids.is_trusted(&email.address) => {
+                    let message =
+                        format!("{} is not at a trusted domain. {ACCESS_HELP}", email.address);
+                    (StageResult::Failed(ErrorCode::Forbidden, message), None)
+                }
+                Ok(email) if services.threepids.find_user(&email.address)?.is_some() => {
+                    let message = "That email address is already used by an account".to_owned();
+                    (StageResult::Failed(ErrorCode::ThreepidInUse, message), None)
+                }
+                Ok(email) => (StageResult::Passed, Some(email)),
+                Err(failed) => (failed, None),
+            };
+            let completed = services.uia.submit(
+                stage.session.as_deref(),
+                scope,
+                flows,
+                STAGE_EMAIL_IDENTITY,
+                result,
+                None,
+            )?;
+            email = validated;
+            completed
+        }
         Some(AuthData::Dummy(stage)) => services.uia.submit(
             stage.session.as_deref(),
             scope,
@@ -105,16 +147,7 @@ pub async fn register(
             StageResult::Passed,
             None,
         )?,
-        Some(other) => {
-            let stage = other.auth_type().map(|kind| kind.to_string()).unwrap_or_default();
-            let failed = StageResult::Failed(
-                ErrorCode::Forbidden,
-                format!("The stage {stage} is not offered for registration"),
-            );
-            // A failed stage never completes a flow, so this returns the next challenge.
-            services.uia.submit(other.session(), scope, flows, &stage, failed, None)?;
-            return Err(Error::forbidden(format!("The stage {stage} is not offered")));
-        }
+        Some(other) => return Err(reject_stage(&services, other, scope, flows)),
     };
 
     if let Some(token) = &completed.registration_token {
@@ -128,7 +161,26 @@ pub async fn register(
 
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
     let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
-    let method = if completed.registration_token.is_some() { "registration_token" } else { "open" };
+    if let Some(email) = &email {
+        // Another registration may have claimed the address since the stage was checked. The
+        // account created here is then deactivated again, so no address has two accounts.
+        if let Err(error) =
+            services.threepids.add_email(&user_id, &email.address, email.validated_ts).await
+        {
+            services.accounts.deactivate(&user_id)?;
+            return Err(error);
+        }
+        services.threepids.close_session(&email.sid)?;
+        let detail = serde_json::json!({ "email": email.address });
+        services.security.audit("email_added", &subject, detail)?;
+    }
+    let method = if completed.registration_token.is_some() {
+        "registration_token"
+    } else if email.is_some() {
+        "email"
+    } else {
+        "open"
+    };
     services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
     if body.inhibit_login {
         // Written by hand because ruma's response type sends `device_id` as null, which the
@@ -144,6 +196,28 @@ pub async fn register(
     response.access_token = Some(session.access_token);
     response.device_id = Some(session.device_id);
     Ok(RumaResponse(response).into_response())
+}
+
+/// Rejects a stage that registration does not offer here, with a message that explains how to
+/// get access. A failed stage never completes a flow, so the session's next challenge carries it.
+fn reject_stage(
+    services: &Services,
+    auth: &AuthData,
+    scope: Scope,
+    flows: Vec<Vec<String>>,
+) -> Error {
+    let stage = auth.auth_type().map(|kind| kind.to_string()).unwrap_or_default();
+    let message = format!("The stage {stage} is not offered for registration. {ACCESS_HELP}");
+    let failed = StageResult::Failed(ErrorCode::Forbidden, message.clone());
+    // The UIA service rejects an unexpected stage with a generic error, replaced here.
+    match services.uia.submit(auth.session(), scope, flows, &stage, failed, None) {
+        Err(Error::Uia(mut challenge)) => {
+            challenge.stage_error = Some((ErrorCode::Forbidden, message));
+            Error::Uia(challenge)
+        }
+        Err(error) => error,
+        Ok(_) => Error::forbidden(message),
+    }
 }
 
 pub async fn available(

@@ -40,7 +40,24 @@ pub async fn login(
     };
 
     #[allow(deprecated)]
-    let user = identified_user(password.identifier.as_ref(), password.user.as_ref())?;
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
+        // An unknown address becomes an empty user, which fails like a wrong password below.
+        (Some(UserIdentifier::Email(identifier)), _) => {
+            services.threepids.find_user(&identifier.address)?.unwrap_or_default()
+        }
+        (Some(_), _) => {
+            return Err(Error::new(
+                ErrorCode::Unknown,
+                "Only the m.id.user and m.id.thirdparty (email) identifiers are supported on \
+                 this server",
+            ))
+        }
+        (None, Some(user)) => user.clone(),
+        (None, None) => {
+            return Err(Error::new(ErrorCode::MissingParam, "The identifier is missing"))
+        }
+    };
 
     let invalid = || Error::forbidden("Invalid username or password");
     let address = request.client_ip;
