@@ -19,3 +19,4 @@ mod push_rules;
 mod restart;
 mod rooms;
 mod security;
+mod sessions;

@@ -11,10 +11,11 @@ use ruma::api::client::uiaa::AuthData;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::accounts::{check_new_password, random_string};
+use crate::service::accounts::{check_new_password, random_string, SessionRequest};
 use crate::service::security::AuditSubject;
 use crate::service::uia::{Scope, StageResult, STAGE_DUMMY, STAGE_REGISTRATION_TOKEN};
 use crate::service::Services;
+use crate::storage::tables::DeviceKind;
 
 const ACTION: &str = "register";
 
@@ -122,14 +123,20 @@ pub async fn register(
         response.device_id = None;
         return Ok(response.into());
     }
-    let session = services.accounts.create_session(
+    let session = services.accounts.start_session(
         &user_id,
-        body.device_id,
-        body.initial_device_display_name,
+        SessionRequest {
+            device_id: body.device_id,
+            display_name: body.initial_device_display_name,
+            kind: DeviceKind::Primary,
+            refresh_token: body.refresh_token,
+        },
     )?;
     let mut response = register_v3::Response::new(user_id);
     response.access_token = Some(session.access_token);
     response.device_id = Some(session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
     Ok(response.into())
 }
 
