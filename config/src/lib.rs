@@ -38,6 +38,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub rooms: RoomsConfig,
     pub security: SecurityConfig,
+    pub sessions: SessionsConfig,
     pub logging: LoggingConfig,
     pub directory: DirectoryConfig,
     pub email: EmailConfig,
@@ -122,6 +123,54 @@ impl Default for SecurityConfig {
             later_lockout_secs: 15 * 60,
             failed_logins_per_address_per_minute: 10,
         }
+    }
+}
+
+/// Device and session policy: the primary device, linked sessions and token lifetimes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Keeps one primary device per account: a password login on a new device signs the
+    /// previous primary device out. When false, every password login adds a device and any of
+    /// them may link sessions.
+    pub single_primary_device: bool,
+    /// How long a token from `POST /_matrix/client/v1/login/get_token` can be used, in seconds.
+    pub login_token_lifetime_secs: u64,
+    /// How long a session linked with a login token lasts after its login, in seconds. Refresh
+    /// tokens do not extend it.
+    pub linked_session_lifetime_secs: u64,
+    /// How long an access token lasts, in seconds, for clients that asked for a refresh token.
+    /// Access tokens of clients without refresh tokens do not expire.
+    pub access_token_lifetime_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            single_primary_device: true,
+            login_token_lifetime_secs: 2 * 60,
+            linked_session_lifetime_secs: 6 * 60 * 60,
+            access_token_lifetime_secs: 60 * 60,
+        }
+    }
+}
+
+impl SessionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let lifetimes = [
+            ("sessions.login_token_lifetime_secs", self.login_token_lifetime_secs),
+            ("sessions.linked_session_lifetime_secs", self.linked_session_lifetime_secs),
+            ("sessions.access_token_lifetime_secs", self.access_token_lifetime_secs),
+        ];
+        for (key, seconds) in lifetimes {
+            if seconds == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "is 0 but must be at least 1 second".to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -401,6 +450,7 @@ impl Config {
         }
 
         self.media.validate()?;
+        self.sessions.validate()?;
 
         if !["10", "11", "12"].contains(&self.rooms.default_room_version.as_str()) {
             return Err(ConfigError::Invalid {
@@ -688,6 +738,29 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("email.token_lifetime_secs"), "{error}");
+    }
+
+    #[test]
+    fn session_lifetimes_are_checked() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("CADUCEUS__SESSIONS__SINGLE_PRIMARY_DEVICE", "false"),
+                ("CADUCEUS__SESSIONS__LINKED_SESSION_LIFETIME_SECS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.sessions.single_primary_device);
+        assert_eq!(config.sessions.linked_session_lifetime_secs, 2);
+        assert_eq!(config.sessions.access_token_lifetime_secs, 3600);
+
+        let error = Config::load_with_env(
+            None,
+            env(&[("CADUCEUS__SESSIONS__ACCESS_TOKEN_LIFETIME_SECS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("sessions.access_token_lifetime_secs"), "{error}");
     }
 
     #[test]

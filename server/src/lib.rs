@@ -41,12 +41,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "listening for clients"
     );
 
+    let session_sweep = tokio::spawn(service::session_sweep::run(services.clone()));
     let app = api::router(services);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
 
+    session_sweep.abort();
     drop(admin_socket);
     tracing::info!("stopped");
     Ok(())

@@ -46,6 +46,7 @@ enum AdminCli {
         admin: bool,
     },
     /// Print the newest security events: logins, failed logins, lockouts, registrations,
+    /// replaced primary devices, login tokens issued, linked sessions ended,
     /// password changes, deactivations and admin commands.
     AuditLog {
         /// How many events to print.

@@ -21,6 +21,6 @@ mod spec;
 pub use accounts::{password_auth, Account, PASSWORD};
 pub use http::{encode_path_segment, ApiResponse};
 pub use sdk::{uiaa_password, TestClient};
-pub use server::{caduceus_binary, AdminOutput, TestServer, SERVER_NAME};
+pub use server::{caduceus_binary, AdminOutput, TestServer, SERVER_NAME, SEVERAL_PRIMARY_DEVICES};
 pub use smtp::{ReceivedMail, SmtpServer};
 pub use spec::{assert_matches_spec, validate_response};

@@ -16,6 +16,12 @@ pub const SERVER_NAME: &str = "localhost";
 /// Maximum time a started server may take to respond to `GET /_matrix/client/versions` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The setting that lets one account sign in with its password on several devices at once.
+/// Tests that need several password devices of one user start their server with it, because
+/// by default a password login signs the previous primary device out.
+pub const SEVERAL_PRIMARY_DEVICES: (&str, &str) =
+    ("CADUCEUS__SESSIONS__SINGLE_PRIMARY_DEVICE", "false");
+
 /// Prefix of the environment variables that override the server's settings.
 const ENV_PREFIX: &str = "CADUCEUS__";
 
@@ -62,6 +68,12 @@ impl TestServer {
     /// Starts a server with the default settings and waits until it responds to requests.
     pub async fn start() -> Self {
         Self::start_with_env(&[]).await
+    }
+
+    /// Starts a server on which one account can sign in with its password on several devices
+    /// at once ([`SEVERAL_PRIMARY_DEVICES`]).
+    pub async fn start_with_several_devices() -> Self {
+        Self::start_with_env(&[SEVERAL_PRIMARY_DEVICES]).await
     }
 
     /// Starts a server with extra `CADUCEUS__SECTION__KEY` settings, such as

@@ -1,10 +1,12 @@
 //! Accounts, passwords, access tokens and devices.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
+use caduceus_config::SessionsConfig;
 use rand::distributions::{Alphanumeric, Uniform};
 use rand::{Rng, RngCore};
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
@@ -14,9 +16,15 @@ use super::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::codec::prefix;
 use crate::storage::tables::{
-    AccessTokenRecord, DeviceRecord, UserRecord, ACCESS_TOKENS, DEVICES, USERS,
+    AccessTokenRecord, DeviceKind, DeviceRecord, RefreshTokenRecord, UserRecord, ACCESS_TOKENS,
+    DEVICES, LINKED_SESSIONS, REFRESH_TOKENS, USERS,
 };
-use crate::storage::Db;
+use crate::storage::{Batch, Db};
+
+mod sessions;
+#[cfg(test)]
+mod tests;
+pub use sessions::{EndedSession, RefreshedTokens};
 
 /// Shortest password accepted at registration and on password change.
 pub const MIN_PASSWORD_LENGTH: usize = 8;
@@ -34,12 +42,30 @@ pub struct Sender {
     pub appservice_id: Option<String>,
 }
 
-/// A new login: the token is returned once and then only its hash is kept.
+/// A new login: the tokens are returned once and then only their hashes are kept.
 #[derive(Debug)]
 pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
+    /// Set when the client requested a refresh token.
+    pub refresh_token: Option<String>,
+    /// How long the access token is valid: until a refresh is due or a linked session ends.
+    pub expires_in: Option<Duration>,
+    pub kind: DeviceKind,
+    /// Primary devices this login signed out.
+    pub replaced_device_ids: Vec<OwnedDeviceId>,
+}
+
+/// The parameters of a login or registration request.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRequest {
+    /// The device to sign in on; a new random ID when `None`.
+    pub device_id: Option<OwnedDeviceId>,
+    pub display_name: Option<String>,
+    pub kind: DeviceKind,
+    /// Whether the client supports refresh tokens.
+    pub refresh_token: bool,
 }
 
 /// A device as listed to its owner.
@@ -65,6 +91,10 @@ pub struct Accounts {
     /// Serialises the check-then-create step of registration, so two requests for one user ID
     /// cannot both succeed.
     create_lock: std::sync::Mutex<()>,
+    /// Serialises the read-modify-write steps on a user's sessions (login, refresh, login
+    /// token use), so two concurrent logins cannot both keep a primary device.
+    session_lock: std::sync::Mutex<()>,
+    sessions_config: SessionsConfig,
     device_observers: Vec<Arc<dyn DeviceObserver>>,
 }
 
@@ -74,8 +104,16 @@ impl Accounts {
             db,
             server_name,
             create_lock: std::sync::Mutex::new(()),
+            session_lock: std::sync::Mutex::new(()),
+            sessions_config: SessionsConfig::default(),
             device_observers: Vec::new(),
         }
+    }
+
+    /// Sets the device and session policy; [`SessionsConfig::default`] applies otherwise.
+    pub fn with_sessions_config(mut self, config: SessionsConfig) -> Self {
+        self.sessions_config = config;
+        self
     }
 
     /// Adds an observer that hears of every device created and deleted.
@@ -197,44 +235,91 @@ impl Accounts {
         Ok(())
     }
 
-    /// Creates a device, or reuses `device_id` if the user already has it, and issues a new
-    /// access token for it. A reused device's previous token stops working.
+    /// Creates a primary device, or reuses `device_id` if the user already has it, and issues a
+    /// new access token for it. A reused device's previous tokens stop working. Other devices
+    /// are left alone whatever the policy says; logins go through [`Accounts::start_session`].
     pub fn create_session(
         &self,
         user_id: &UserId,
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
     ) -> Result<Session> {
-        let device_id = device_id.unwrap_or_else(generate_device_id);
-        let device_key = (user_id.to_string(), device_id.to_string());
-        let existing = self.db.get(&DEVICES, &device_key)?;
-        let is_new = existing.is_none();
+        let request = SessionRequest { device_id, display_name, ..Default::default() };
+        self.open_session(user_id, request, false)
+    }
 
+    /// Signs a user in on a device, following the session policy: a primary login replaces
+    /// the other primary devices when `single_primary_device` is set, and a linked session
+    /// ends `linked_session_lifetime_secs` after it starts. A linked session cannot take over
+    /// a primary device's ID.
+    pub fn start_session(&self, user_id: &UserId, request: SessionRequest) -> Result<Session> {
+        let replace = self.sessions_config.single_primary_device;
+        self.open_session(user_id, request, replace)
+    }
+
+    fn open_session(
+        &self,
+        user_id: &UserId,
+        request: SessionRequest,
+        replace_primary: bool,
+    ) -> Result<Session> {
+        let device_id = request.device_id.unwrap_or_else(generate_device_id);
+        let device_key = (user_id.to_string(), device_id.to_string());
+        let now = now_ms();
+        let session_ends_ts = (request.kind == DeviceKind::Linked)
+            .then(|| now + self.sessions_config.linked_session_lifetime_secs * 1000);
+        let refresh_token = request.refresh_token.then(generate_refresh_token);
+        let access_expires_ts = refresh_token.as_ref().map(|_| {
+            let expires = now + self.sessions_config.access_token_lifetime_secs * 1000;
+            session_ends_ts.map_or(expires, |end| expires.min(end))
+        });
         let access_token = generate_access_token();
         let token_hash = hash_token(&access_token);
-        let now = now_ms();
+        let refresh_hash = refresh_token.as_deref().map(hash_token);
+
+        let _guard = self.session_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let existing = self.db.get(&DEVICES, &device_key)?;
+        if request.kind == DeviceKind::Linked
+            && existing.as_ref().is_some_and(|device| device.kind == DeviceKind::Primary)
+        {
+            return Err(Error::forbidden(format!(
+                "The device ID {device_id} belongs to a device signed in with a password; \
+                 a linked session needs a device ID of its own"
+            )));
+        }
+        let is_new = existing.is_none();
 
         let mut batch = self.db.batch();
-        let device = match existing {
+        let mut device = match existing {
             Some(mut device) => {
-                if let Some(old_hash) = device.access_token_hash.take() {
-                    batch.delete(&ACCESS_TOKENS, &old_hash);
+                revoke_device_tokens(&mut batch, &device);
+                if request.display_name.is_some() {
+                    device.display_name = request.display_name;
                 }
-                if display_name.is_some() {
-                    device.display_name = display_name;
-                }
-                device.access_token_hash = Some(token_hash.clone());
                 device
             }
             None => DeviceRecord {
-                display_name,
+                display_name: request.display_name,
                 created_ts: now,
-                access_token_hash: Some(token_hash.clone()),
+                access_token_hash: None,
                 last_seen_ts: Some(now),
                 last_seen_ip: None,
+                kind: request.kind,
+                session_ends_ts: None,
+                refresh_token_hash: None,
+                previous_refresh_token_hash: None,
             },
         };
+        device.kind = request.kind;
+        device.session_ends_ts = session_ends_ts;
+        device.access_token_hash = Some(token_hash.clone());
+        device.refresh_token_hash = refresh_hash.clone();
+        device.previous_refresh_token_hash = None;
         batch.put(&DEVICES, &device_key, &device);
+        match session_ends_ts {
+            Some(end) => batch.put(&LINKED_SESSIONS, &device_key, &end),
+            None => batch.delete(&LINKED_SESSIONS, &device_key),
+        }
         batch.put(
             &ACCESS_TOKENS,
             &token_hash,
@@ -242,17 +327,67 @@ impl Accounts {
                 user_id: user_id.to_string(),
                 device_id: device_id.to_string(),
                 created_ts: now,
+                expires_ts: access_expires_ts,
+                session_ends_ts,
+                replaces_refresh_token_hash: None,
             },
         );
+        if let Some(refresh_hash) = &refresh_hash {
+            let record = RefreshTokenRecord {
+                user_id: user_id.to_string(),
+                device_id: device_id.to_string(),
+                created_ts: now,
+            };
+            batch.put(&REFRESH_TOKENS, refresh_hash, &record);
+        }
+
+        // The new primary device and the removal of the old ones commit in one batch, so a
+        // crash leaves either the old primary or the new one signed in, never both or neither.
+        let mut replaced_device_ids = Vec::new();
+        if replace_primary && request.kind == DeviceKind::Primary {
+            for other in self.list_devices(user_id)? {
+                let is_primary_session = other.record.kind == DeviceKind::Primary
+                    && other.record.access_token_hash.is_some();
+                if other.device_id != device_id && is_primary_session {
+                    delete_device_in_batch(
+                        &mut batch,
+                        user_id,
+                        other.device_id.as_str(),
+                        &other.record,
+                    );
+                    replaced_device_ids.push(other.device_id);
+                }
+            }
+        }
         self.db.commit(batch)?;
-        tracing::info!(user_id = %user_id, device_id = %device_id, "session created");
+        drop(_guard);
+        tracing::info!(
+            user_id = %user_id,
+            device_id = %device_id,
+            kind = ?request.kind,
+            replaced = replaced_device_ids.len(),
+            "session created"
+        );
+
         if is_new {
             for observer in &self.device_observers {
                 observer.device_created(user_id, &device_id)?;
             }
         }
+        self.notify_deleted(user_id, &replaced_device_ids)?;
 
-        Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
+        let expires_in = access_expires_ts
+            .or(session_ends_ts)
+            .map(|end| Duration::from_millis(end.saturating_sub(now)));
+        Ok(Session {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token,
+            refresh_token,
+            expires_in,
+            kind: request.kind,
+            replaced_device_ids,
+        })
     }
 
     /// Creates a device without an access token, such as a dehydrated device, which receives
@@ -278,6 +413,10 @@ impl Accounts {
                 access_token_hash: None,
                 last_seen_ts: None,
                 last_seen_ip: None,
+                kind: DeviceKind::Primary,
+                session_ends_ts: None,
+                refresh_token_hash: None,
+                previous_refresh_token_hash: None,
             };
             self.db.put(&DEVICES, &key, &record)?;
         }
@@ -286,22 +425,6 @@ impl Accounts {
             observer.device_created(user_id, device_id)?;
         }
         Ok(())
-    }
-
-    /// Looks up the user and device behind an access token.
-    pub fn authenticate(&self, access_token: &str) -> Result<Option<Sender>> {
-        let token_hash = hash_token(access_token);
-        let Some(record) = self.db.get(&ACCESS_TOKENS, &token_hash)? else {
-            return Ok(None);
-        };
-        let user_id = UserId::parse(&record.user_id)
-            .map_err(|e| anyhow::anyhow!("stored user ID {:?} is invalid: {e}", record.user_id))?;
-        Ok(Some(Sender {
-            user_id,
-            device_id: record.device_id.into(),
-            access_token_hash: token_hash,
-            appservice_id: None,
-        }))
     }
 
     pub fn list_devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
@@ -334,28 +457,33 @@ impl Accounts {
         Ok(true)
     }
 
-    /// Deletes devices and revokes their access tokens; device IDs the user does not have are
-    /// skipped.
+    /// Deletes devices and revokes their access and refresh tokens; device IDs the user does
+    /// not have are skipped.
     pub fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let mut batch = self.db.batch();
         let mut deleted = Vec::new();
-        for device_id in device_ids {
-            let key = (user_id.to_string(), device_id.clone());
-            if let Some(device) = self.db.get(&DEVICES, &key)? {
-                if let Some(token_hash) = device.access_token_hash {
-                    batch.delete(&ACCESS_TOKENS, &token_hash);
+        {
+            let _guard = self.session_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for device_id in device_ids {
+                let key = (user_id.to_string(), device_id.clone());
+                if let Some(device) = self.db.get(&DEVICES, &key)? {
+                    delete_device_in_batch(&mut batch, user_id, device_id, &device);
+                    deleted.push(OwnedDeviceId::from(device_id.as_str()));
                 }
-                batch.delete(&DEVICES, &key);
-                deleted.push(OwnedDeviceId::from(device_id.as_str()));
             }
+            self.db.commit(batch)?;
         }
-        self.db.commit(batch)?;
-        tracing::info!(user_id = %user_id, count = device_ids.len(), "devices deleted");
+        tracing::info!(user_id = %user_id, count = deleted.len(), "devices deleted");
+        self.notify_deleted(user_id, &deleted)
+    }
+
+    /// Tells the observers about deleted devices.
+    fn notify_deleted(&self, user_id: &UserId, deleted: &[OwnedDeviceId]) -> Result<()> {
         // NOTE: observers run after the commit, so a crash in between leaves their state for
         // the deleted devices behind; key queries skip devices that no longer exist.
         if !deleted.is_empty() {
             for observer in &self.device_observers {
-                observer.devices_deleted(user_id, &deleted)?;
+                observer.devices_deleted(user_id, deleted)?;
             }
         }
         Ok(())
@@ -436,16 +564,55 @@ async fn hash_password(password: &str) -> Result<String> {
     Ok(hash)
 }
 
-/// SHA-256 of an access token, the only form in which tokens are stored.
+/// Adds to `batch` the deletion of a device with its tokens and linked-session entry.
+fn delete_device_in_batch(
+    batch: &mut Batch<'_>,
+    user_id: &UserId,
+    device_id: &str,
+    device: &DeviceRecord,
+) {
+    revoke_device_tokens(batch, device);
+    let key = (user_id.to_string(), device_id.to_owned());
+    batch.delete(&LINKED_SESSIONS, &key);
+    batch.delete(&DEVICES, &key);
+}
+
+/// Adds to `batch` the deletion of a device's access and refresh tokens.
+fn revoke_device_tokens(batch: &mut Batch<'_>, device: &DeviceRecord) {
+    if let Some(hash) = &device.access_token_hash {
+        batch.delete(&ACCESS_TOKENS, hash);
+    }
+    for hash in
+        [&device.refresh_token_hash, &device.previous_refresh_token_hash].into_iter().flatten()
+    {
+        batch.delete(&REFRESH_TOKENS, hash);
+    }
+}
+
+/// SHA-256 of an access, refresh or login token, the only form in which tokens are stored.
 pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// Generates an access token: 256 random bits, URL-safe base64 behind a recognisable prefix.
 fn generate_access_token() -> String {
+    generate_token("cad_")
+}
+
+fn generate_refresh_token() -> String {
+    generate_token("cadr_")
+}
+
+fn generate_login_token() -> String {
+    generate_token("cadl_")
+}
+
+/// Generates 256 random bits as URL-safe base64 behind `prefix`, which tells the kinds of
+/// token apart in logs and bug reports.
+fn generate_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("cad_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn generate_device_id() -> OwnedDeviceId {

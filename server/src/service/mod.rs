@@ -18,6 +18,7 @@ pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
 pub mod security;
+pub mod session_sweep;
 pub mod stream;
 pub mod sync;
 #[cfg(test)]
@@ -99,6 +100,7 @@ impl Services {
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
+                .with_sessions_config(config.sessions.clone())
                 .with_device_observer(keys.clone())
                 .with_device_observer(to_device.clone())
                 .with_device_observer(dehydrated_device.clone()),

@@ -17,6 +17,9 @@ pub const ALL: &[&str] = &[
     USERS.name(),
     ACCESS_TOKENS.name(),
     DEVICES.name(),
+    REFRESH_TOKENS.name(),
+    LOGIN_TOKENS.name(),
+    LINKED_SESSIONS.name(),
     PROFILES.name(),
     ACCOUNT_DATA.name(),
     FILTERS.name(),
@@ -69,6 +72,19 @@ pub const ACCESS_TOKENS: Table<Vec<u8>, AccessTokenRecord> = Table::new("access_
 
 /// Devices by (user ID, device ID). Owner: `service::accounts`.
 pub const DEVICES: Table<(String, String), DeviceRecord> = Table::new("devices");
+
+/// Refresh tokens by the SHA-256 of the token; the token itself is never stored.
+/// Owner: `service::accounts`.
+pub const REFRESH_TOKENS: Table<Vec<u8>, RefreshTokenRecord> = Table::new("refresh_tokens");
+
+/// Single-use login tokens from `POST /login/get_token` by the SHA-256 of the token.
+/// Owner: `service::accounts`.
+pub const LOGIN_TOKENS: Table<Vec<u8>, LoginTokenRecord> = Table::new("login_tokens");
+
+/// Sessions linked with a login token, by (user ID, device ID); the value is when the session
+/// ends, in milliseconds since the Unix epoch. The expiry sweep scans this table.
+/// Owner: `service::accounts`.
+pub const LINKED_SESSIONS: Table<(String, String), u64> = Table::new("linked_sessions");
 
 /// Profiles by user ID. Owner: `service::profiles`.
 pub const PROFILES: Table<String, ProfileRecord> = Table::new("profiles");
@@ -164,6 +180,30 @@ pub struct AccessTokenRecord {
     pub user_id: String,
     pub device_id: String,
     pub created_ts: u64,
+    /// When the token expires (a soft logout: the client may refresh), in milliseconds since
+    /// the Unix epoch; `None` for tokens issued without a refresh token.
+    #[serde(default)]
+    pub expires_ts: Option<u64>,
+    /// When the device's session ends for good (linked sessions), in milliseconds since the
+    /// Unix epoch.
+    #[serde(default)]
+    pub session_ends_ts: Option<u64>,
+    /// The hash of the refresh token this token replaced, revoked when this token is first
+    /// used.
+    #[serde(default)]
+    pub replaces_refresh_token_hash: Option<Vec<u8>>,
+}
+
+/// How a device signed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// Signed in with a password or at registration. Devices stored before session kinds
+    /// existed read as primary.
+    #[default]
+    Primary,
+    /// Linked from a primary device with a login token; the session ends after a fixed time.
+    Linked,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +214,35 @@ pub struct DeviceRecord {
     pub access_token_hash: Option<Vec<u8>>,
     pub last_seen_ts: Option<u64>,
     pub last_seen_ip: Option<String>,
+    #[serde(default)]
+    pub kind: DeviceKind,
+    /// When a linked session ends, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub session_ends_ts: Option<u64>,
+    /// Hash of the device's current refresh token.
+    #[serde(default)]
+    pub refresh_token_hash: Option<Vec<u8>>,
+    /// Hash of the refresh token used for the last refresh. It stays valid until the new
+    /// access or refresh token is used, so a client that lost the refresh response can retry.
+    #[serde(default)]
+    pub previous_refresh_token_hash: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub created_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginTokenRecord {
+    pub user_id: String,
+    /// The device that requested the token, for the audit log.
+    pub issued_by_device_id: String,
+    pub created_ts: u64,
+    /// Milliseconds since the Unix epoch after which the token is rejected.
+    pub expires_ts: u64,
 }
 
 /// A profile: display name, avatar and extensible fields with namespaced keys.

@@ -230,7 +230,7 @@ async fn unknown_registration_token_rejected() {
 
 #[tokio::test]
 async fn login_with_password_via_sdk() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let client = server.sdk_client().await;
 
@@ -282,7 +282,7 @@ async fn login_wrong_password_forbidden() {
 
 #[tokio::test]
 async fn logout_via_sdk_revokes_token() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let client = server.sdk_client().await;
     client.matrix_auth().login_username("alice", PASSWORD).send().await.expect("password login");
@@ -313,7 +313,7 @@ async fn logout_response_matches_spec() {
 
 #[tokio::test]
 async fn logout_all_revokes_every_token() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let first = server.register("alice").await;
     let second = server.login("alice", PASSWORD).await;
 
@@ -331,7 +331,7 @@ async fn logout_all_revokes_every_token() {
 
 #[tokio::test]
 async fn password_change_requires_uia() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let other_session = server.login("alice", PASSWORD).await;
     let path = "/_matrix/client/v3/account/password";

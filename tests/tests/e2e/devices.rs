@@ -29,7 +29,7 @@ async fn device_ids(server: &TestServer, account: &Account) -> Vec<String> {
 
 #[tokio::test]
 async fn delete_device_via_sdk() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let client = server.sdk_client().await;
     client.matrix_auth().login_username("alice", PASSWORD).send().await.expect("password login");
@@ -73,7 +73,7 @@ async fn delete_device_via_sdk() {
 
 #[tokio::test]
 async fn device_rename_round_trip() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let path = device_path(&alice.device_id);
 
@@ -100,7 +100,7 @@ async fn device_rename_round_trip() {
 
 #[tokio::test]
 async fn unknown_device_not_found() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let path = device_path("NOSUCHDEVICE");
 
@@ -115,7 +115,7 @@ async fn unknown_device_not_found() {
 
 #[tokio::test]
 async fn other_users_device_hidden() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let path = device_path(&alice.device_id);
@@ -131,7 +131,7 @@ async fn other_users_device_hidden() {
 
 #[tokio::test]
 async fn delete_device_wrong_password_keeps_it() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let phone = server.login("alice", PASSWORD).await;
     let path = device_path(&phone.device_id);
@@ -155,7 +155,7 @@ async fn delete_device_wrong_password_keeps_it() {
 
 #[tokio::test]
 async fn delete_devices_in_bulk() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let phone = server.login("alice", PASSWORD).await;
     let tablet = server.login("alice", PASSWORD).await;

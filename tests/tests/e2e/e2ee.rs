@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use caduceus_tests::{TestClient, TestServer, PASSWORD};
+use caduceus_tests::{password_auth, TestClient, TestServer, PASSWORD};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
@@ -37,7 +37,8 @@ impl Drop for Device {
 }
 
 impl Device {
-    /// Logs `localpart` in on a new device and starts syncing.
+    /// Logs `localpart` in with the password on a new device, which becomes the primary
+    /// device, and starts syncing.
     pub(crate) async fn login(server: &TestServer, localpart: &str) -> Self {
         let client = server.sdk_client().await;
         client
@@ -47,7 +48,32 @@ impl Device {
             .send()
             .await
             .unwrap_or_else(|error| panic!("{localpart} cannot log in: {error}"));
+        Self::start_syncing(client).await
+    }
 
+    /// Links a new device to `primary`'s account with a login token, as a desktop client
+    /// does after scanning a code, and starts syncing. The primary device stays signed in.
+    async fn link(server: &TestServer, primary: &Device) -> Self {
+        let localpart = primary.user_id().localpart().to_owned();
+        let token = primary.client.access_token().expect("the primary device is logged in");
+        let path = "/_matrix/client/v1/login/get_token";
+        let session = server.uia_session(path, Some(&token), &json!({})).await;
+        let body = json!({ "auth": password_auth(&localpart, PASSWORD, Some(&session)) });
+        let response = server.post(path, Some(&token), &body).await;
+        response.assert_status(200);
+
+        let client = server.sdk_client().await;
+        client
+            .matrix_auth()
+            .login_token(response.str_field("login_token"))
+            .initial_device_display_name(&format!("{localpart}'s linked device"))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{localpart} cannot link a device: {error}"));
+        Self::start_syncing(client).await
+    }
+
+    async fn start_syncing(client: TestClient) -> Self {
         let (sender, messages) = mpsc::unbounded_channel();
         client.add_event_handler(move |event: OriginalSyncRoomMessageEvent, room: Room| {
             let sender = sender.clone();
@@ -208,7 +234,7 @@ async fn second_device_decrypts_new_messages() {
     send_text(&alice, &room_id, "before the new phone").await;
     bob.expect_message(&room_id, "before the new phone").await;
 
-    let mut bob_tablet = Device::login(&server, "bob").await;
+    let mut bob_tablet = Device::link(&server, &bob).await;
     let tablet_id = bob_tablet.client.device_id().unwrap().to_owned();
     alice.wait_for_device(&bob.user_id(), tablet_id.as_str()).await;
 

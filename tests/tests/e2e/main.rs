@@ -24,3 +24,4 @@ mod restart;
 mod rooms;
 mod security;
 mod threepid;
+mod sessions;

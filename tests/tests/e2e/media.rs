@@ -409,7 +409,7 @@ async fn kill_9_during_upload_leaves_no_partial_media() {
 
 #[tokio::test]
 async fn avatars_from_uploaded_media() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let alice_client = server.sdk_client().await;

@@ -16,7 +16,7 @@ fn profile_path(account: &Account) -> String {
 
 #[tokio::test]
 async fn display_name_via_sdk() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let client = server.sdk_client().await;
     client.matrix_auth().login_username("alice", PASSWORD).send().await.expect("password login");

@@ -69,7 +69,7 @@ async fn data_survives_kill_9() {
 
 #[tokio::test]
 async fn revoked_session_stays_revoked() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let phone = server.login("alice", PASSWORD).await;
     server.post("/_matrix/client/v3/logout", phone.token(), &json!({})).await.assert_status(200);

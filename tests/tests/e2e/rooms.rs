@@ -76,7 +76,7 @@ async fn sync_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_chat_between_two_clients() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
@@ -259,7 +259,7 @@ async fn group_chat_between_two_clients() {
 async fn twenty_clients_see_one_order() {
     const CLIENTS: usize = 20;
     const MESSAGES_EACH: usize = 3;
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let mut accounts = Vec::new();
     for index in 0..CLIENTS {
         accounts.push(server.register(&format!("member{index}")).await);
@@ -325,7 +325,7 @@ async fn twenty_clients_see_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_messages_paginate_in_order() {
     const COUNT: usize = 1000;
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let created = server
         .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "name": "archive" }))
@@ -376,7 +376,7 @@ async fn thousand_messages_paginate_in_order() {
 
 #[tokio::test]
 async fn send_is_idempotent_per_device() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let created = server.post("/_matrix/client/v3/createRoom", alice.token(), &json!({})).await;
     let room_id = created.str_field("room_id").to_owned();
@@ -413,7 +413,7 @@ async fn send_is_idempotent_per_device() {
 
 #[tokio::test]
 async fn room_versions_ten_to_twelve() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     for version in ["10", "11", "12"] {
         let created = server
@@ -448,7 +448,7 @@ async fn room_versions_ten_to_twelve() {
 
 #[tokio::test]
 async fn long_poll_wakes_for_new_message() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let created = server
@@ -494,7 +494,7 @@ async fn long_poll_wakes_for_new_message() {
 
 #[tokio::test]
 async fn unknown_room_and_bad_input() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let unknown = "!nosuchroom:localhost";
     server
@@ -531,7 +531,7 @@ async fn unknown_room_and_bad_input() {
 
 #[tokio::test]
 async fn unread_counts_follow_push_rules() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let created = server
@@ -577,7 +577,7 @@ async fn unread_counts_follow_push_rules() {
 
 #[tokio::test]
 async fn thread_unread_counts_are_separate() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let created = server
@@ -657,7 +657,7 @@ async fn thread_unread_counts_are_separate() {
 
 #[tokio::test]
 async fn knock_then_invite() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let created = server
@@ -710,7 +710,7 @@ async fn knock_then_invite() {
 
 #[tokio::test]
 async fn room_survives_kill_and_restart() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start_with_several_devices().await;
     let alice = server.register("alice").await;
     let created = server
         .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "name": "durable" }))

@@ -15,14 +15,14 @@ use serde_json::json;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::accounts::{check_new_password, random_string, Sender};
+use crate::service::accounts::{check_new_password, random_string, Sender, SessionRequest};
 use crate::service::security::AuditSubject;
 use crate::service::threepids::ACCESS_HELP;
 use crate::service::uia::{
     Scope, StageResult, STAGE_DUMMY, STAGE_EMAIL_IDENTITY, STAGE_REGISTRATION_TOKEN,
 };
 use crate::service::Services;
-use crate::storage::tables::EmailPurpose;
+use crate::storage::tables::{DeviceKind, EmailPurpose};
 
 const ACTION: &str = "register";
 
@@ -187,14 +187,20 @@ pub async fn register(
         // spec's schema does not allow.
         return Ok(Json(json!({ "user_id": user_id })).into_response());
     }
-    let session = services.accounts.create_session(
+    let session = services.accounts.start_session(
         &user_id,
-        body.device_id,
-        body.initial_device_display_name,
+        SessionRequest {
+            device_id: body.device_id,
+            display_name: body.initial_device_display_name,
+            kind: DeviceKind::Primary,
+            refresh_token: body.refresh_token,
+        },
     )?;
     let mut response = register_v3::Response::new(user_id);
     response.access_token = Some(session.access_token);
     response.device_id = Some(session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
     Ok(RumaResponse(response).into_response())
 }
 
