@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
 
 use crate::error::Error;
-use crate::service::{now_ms, Services};
+use crate::service::{deletion_requests, now_ms, Services};
 use crate::storage::tables::DirectoryProfileRecord;
 
 /// One administration command, as sent over the admin socket.
@@ -50,6 +50,14 @@ pub enum AdminCommand {
         unlisted: bool,
     },
     Reindex,
+    DeletionRequestList,
+    DeletionRequestApprove {
+        user: String,
+    },
+    DeletionRequestReject {
+        user: String,
+        reason: Option<String>,
+    },
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -95,7 +103,12 @@ async fn run(
     command: AdminCommand,
     progress_to_stderr: bool,
 ) -> Result<AdminOutput, Error> {
-    if !matches!(command, AdminCommand::AuditLog { .. } | AdminCommand::RegistrationTokenList) {
+    if !matches!(
+        command,
+        AdminCommand::AuditLog { .. }
+            | AdminCommand::RegistrationTokenList
+            | AdminCommand::DeletionRequestList
+    ) {
         let detail = serde_json::json!({ "command": socket::command_name(&command) });
         services.security.audit("admin_command", &Default::default(), detail)?;
     }
@@ -204,6 +217,39 @@ async fn run(
             tokio::task::spawn_blocking(move || directory.set_record(&stored_user_id, record))
                 .await??;
             Ok(AdminOutput::ok(format!("{user_id} is now {}", level.as_str())))
+        }
+        AdminCommand::DeletionRequestList => {
+            let mut lines = Vec::new();
+            for (user_id, record) in services.deletion_requests.list()? {
+                let mut line = format!(
+                    "{user_id}\t{}\trequested at {} ms",
+                    record.state.as_str(),
+                    record.requested_ts
+                );
+                if let Some(reason) = &record.reason {
+                    line.push_str(&format!("\treason: {reason}"));
+                }
+                if let Some(decided_ts) = record.decided_ts {
+                    line.push_str(&format!("\tdecided at {decided_ts} ms"));
+                }
+                lines.push(line);
+            }
+            if lines.is_empty() {
+                lines.push("no deletion requests".to_owned());
+            }
+            Ok(AdminOutput::ok(lines.join("\n")))
+        }
+        AdminCommand::DeletionRequestApprove { user } => {
+            let user_id = services.local_user_id(&user)?;
+            deletion_requests::approve(services, &user_id, None).await?;
+            Ok(AdminOutput::ok(format!(
+                "approved: {user_id} is deactivated and its personal data erased"
+            )))
+        }
+        AdminCommand::DeletionRequestReject { user, reason } => {
+            let user_id = services.local_user_id(&user)?;
+            deletion_requests::reject(services, &user_id, None, reason)?;
+            Ok(AdminOutput::ok(format!("rejected the deletion request of {user_id}")))
         }
         AdminCommand::Reindex => {
             let directory = services.directory.clone();

@@ -4,13 +4,16 @@
 pub mod account_data;
 pub mod accounts;
 pub mod dehydrated_device;
+pub mod deletion_requests;
 pub mod directory;
 pub mod filters;
+pub mod invitations;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
+pub mod rate_limit;
 pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
@@ -55,6 +58,9 @@ pub struct Services {
     pub key_backup: key_backup::KeyBackup,
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
     pub directory: Arc<directory::Directory>,
+    pub rate_limits: rate_limit::RateLimits,
+    pub invitations: invitations::Invitations,
+    pub deletion_requests: deletion_requests::DeletionRequests,
 }
 
 impl Services {
@@ -100,9 +106,12 @@ impl Services {
             security: security::Security::new(db.clone(), config.security.clone()),
             keys,
             to_device,
-            key_backup: key_backup::KeyBackup::new(db),
+            key_backup: key_backup::KeyBackup::new(db.clone()),
             dehydrated_device,
             directory,
+            rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
+            invitations: invitations::Invitations::new(db.clone()),
+            deletion_requests: deletion_requests::DeletionRequests::new(db),
             stream,
             config,
         }))

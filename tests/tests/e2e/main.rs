@@ -8,14 +8,17 @@
 mod account_data;
 mod accounts;
 mod admin_cli;
+mod deletion_requests;
 mod devices;
 mod directory;
 mod discovery;
 mod e2ee;
 mod errors;
+mod invitations;
 mod media;
 mod profile;
 mod push_rules;
+mod rate_limits;
 mod restart;
 mod rooms;
 mod security;

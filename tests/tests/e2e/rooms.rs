@@ -325,7 +325,9 @@ async fn twenty_clients_see_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_messages_paginate_in_order() {
     const COUNT: usize = 1000;
-    let server = TestServer::start().await;
+    // One user sends as fast as the server takes them, far above the default message rate.
+    let server =
+        TestServer::start_with_env(&[("CADUCEUS__RATE_LIMITS__MESSAGES__PER_SECOND", "0")]).await;
     let alice = server.register("alice").await;
     let created = server
         .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "name": "archive" }))

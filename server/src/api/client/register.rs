@@ -35,6 +35,7 @@ pub async fn register(
     request: Ruma<register_v3::Request>,
 ) -> Result<RumaResponse<register_v3::Response>> {
     let address = request.client_ip;
+    services.rate_limits.check_registration(address)?;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
         return Err(Error::new(
@@ -115,8 +116,18 @@ pub async fn register(
 
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
     let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
-    let method = if completed.registration_token.is_some() { "registration_token" } else { "open" };
-    services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
+    let invited_by = match &completed.registration_token {
+        Some(token) => services.invitations.accept(token, &user_id)?,
+        None => None,
+    };
+    let detail = match (&completed.registration_token, invited_by) {
+        (Some(_), Some(inviter)) => {
+            serde_json::json!({ "method": "invitation", "invited_by": inviter })
+        }
+        (Some(_), None) => serde_json::json!({ "method": "registration_token" }),
+        (None, _) => serde_json::json!({ "method": "open" }),
+    };
+    services.security.audit("registration", &subject, detail)?;
     if body.inhibit_login {
         let mut response = register_v3::Response::new(user_id);
         response.device_id = None;
