@@ -58,6 +58,9 @@ pub enum AdminCommand {
         user: String,
         reason: Option<String>,
     },
+    SendTestMail {
+        to: String,
+    },
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -250,6 +253,14 @@ async fn run(
             let user_id = services.local_user_id(&user)?;
             deletion_requests::reject(services, &user_id, None, reason)?;
             Ok(AdminOutput::ok(format!("rejected the deletion request of {user_id}")))
+        }
+        AdminCommand::SendTestMail { to } => {
+            let body = format!(
+                "This test mail shows that {} can send mail. No action is needed.\n",
+                services.server_name
+            );
+            services.mail.send(&to, "Caduceus test mail", &body).await?;
+            Ok(AdminOutput::ok(format!("sent a test mail to {to}")))
         }
         AdminCommand::Reindex => {
             let directory = services.directory.clone();

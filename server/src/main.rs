@@ -66,6 +66,11 @@ enum AdminCli {
         #[command(subcommand)]
         command: DeletionCli,
     },
+    /// Send a test mail with the `[email]` settings, to check them.
+    SendTestMail {
+        /// The recipient's email address.
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +196,7 @@ impl From<AdminCli> for AdminCommand {
             AdminCli::DeletionRequests { command: DeletionCli::Reject { user, reason } } => {
                 AdminCommand::DeletionRequestReject { user, reason }
             }
+            AdminCli::SendTestMail { to } => AdminCommand::SendTestMail { to },
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::DeletionRequestList => "deletion-requests list",
         AdminCommand::DeletionRequestApprove { .. } => "deletion-requests approve",
         AdminCommand::DeletionRequestReject { .. } => "deletion-requests reject",
+        AdminCommand::SendTestMail { .. } => "send-test-mail",
     }
 }
 

@@ -188,8 +188,10 @@ pub async fn approve(
     admin: Option<&UserId>,
 ) -> Result<DeletionRequestRecord> {
     services.deletion_requests.check_open(user_id)?;
-    // TODO: look up the account's validated email address before erasing it, and mail the
-    // confirmation there afterwards, once email addresses and the mail service exist.
+    // NOTE: the only email address known for an account is the one its invitation was sent to.
+    // Addresses that users add to their account are not stored yet, so accounts registered
+    // without an invitation get no confirmation.
+    let email = services.invitations.email_of(user_id)?;
 
     deactivate(services, user_id).await?;
     erase_personal_data(services, user_id)?;
@@ -199,6 +201,20 @@ pub async fn approve(
     let subject = AuditSubject { user_id: Some(user_id.as_str()), ..Default::default() };
     services.security.audit("deletion_approved", &subject, decided_by(admin))?;
     services.security.audit("personal_data_erased", &subject, json!({ "erased": ERASED }))?;
+
+    if let Some(email) = email {
+        // The account is already gone, so a failed mail is logged, not returned.
+        let body = format!(
+            "As you requested, your account {user_id} on {} has been deleted. Your profile, \
+             settings, devices, keys and key backups are erased, and you can no longer log in. \
+             Messages you sent stay in their conversations.\n",
+            services.server_name
+        );
+        if let Err(error) = services.mail.send(&email, "Your account has been deleted", &body).await
+        {
+            tracing::warn!(user_id = %user_id, error = ?error, "mailing the deletion confirmation failed");
+        }
+    }
     Ok(record)
 }
 

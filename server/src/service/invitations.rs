@@ -36,6 +36,15 @@ impl Invitations {
         Ok(Some(record.inviter))
     }
 
+    /// Returns the email address that `user_id` was invited at and registered with, if any.
+    pub fn email_of(&self, user_id: &UserId) -> Result<Option<String>> {
+        let records = self.db.scan_all(&INVITATIONS)?;
+        Ok(records
+            .into_iter()
+            .find(|(_, record)| record.accepted_by.as_deref() == Some(user_id.as_str()))
+            .map(|(_, record)| record.email))
+    }
+
     /// Deletes every invitation that `user_id` sent or registered with, since each holds their
     /// user ID next to an email address. Returns the registration tokens of the unused ones,
     /// which the caller revokes.
@@ -114,12 +123,41 @@ pub async fn invite(
         (token, record)
     };
 
-    // TODO: mail `token` to `email` through the mail service once it exists. Until then the
-    // invitee cannot learn the token, and an administrator finds it with
-    // `caduceus admin registration-token list`.
-    let _ = &token;
-    tracing::info!(inviter = %inviter, "invitation created");
+    // The invitation is stored before the mail goes out, because the mail carries its token.
+    // A failed send withdraws it again, so the member can retry.
+    let (subject, body) = invitation_mail(services, inviter, &token)?;
+    if let Err(error) = services.mail.send(&email, &subject, &body).await {
+        tracing::warn!(inviter = %inviter, error = ?error, "mailing an invitation failed");
+        services.invitations.db.delete(&INVITATIONS, &token)?;
+        services.registration_tokens.revoke(&token)?;
+        return Err(error);
+    }
+    tracing::info!(inviter = %inviter, "invitation created and mailed");
     Ok(record)
+}
+
+/// Writes the invitation mail: who invites, where to register and the token.
+fn invitation_mail(services: &Services, inviter: &UserId, token: &str) -> Result<(String, String)> {
+    let name = services
+        .profiles
+        .get_field(inviter, "displayname")?
+        .and_then(|name| name.as_str().map(str::to_owned))
+        .map_or_else(|| inviter.to_string(), |name| format!("{name} ({inviter})"));
+    let hours = services.config.invitations.expiry_hours;
+    let validity =
+        if hours % 24 == 0 { format!("{} days", hours / 24) } else { format!("{hours} hours") };
+    let subject = format!("{name} invites you to {}", services.server_name);
+    let body = format!(
+        "{name} invites you to {server}, a Matrix messaging service for verified healthcare \
+         professionals.\n\n\
+         To join, register with a Matrix client (such as Element) at {url} and enter this \
+         registration token when the client asks for one:\n\n    {token}\n\n\
+         The token admits one registration and expires in {validity}. If you did not expect \
+         this invitation, ignore this mail.\n",
+        server = services.server_name,
+        url = services.config.public_baseurl(),
+    );
+    Ok((subject, body))
 }
 
 /// Checks the form of an email address and lowercases its domain.

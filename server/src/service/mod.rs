@@ -10,6 +10,7 @@ pub mod filters;
 pub mod invitations;
 pub mod key_backup;
 pub mod keys;
+pub mod mail;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
@@ -61,6 +62,7 @@ pub struct Services {
     pub rate_limits: rate_limit::RateLimits,
     pub invitations: invitations::Invitations,
     pub deletion_requests: deletion_requests::DeletionRequests,
+    pub mail: mail::Mail,
 }
 
 impl Services {
@@ -85,6 +87,7 @@ impl Services {
             db.clone(),
             &config.storage.data_dir.join("directory"),
         )?);
+        let mail = mail::Mail::new(&config.email, server_name.as_str())?;
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -112,6 +115,7 @@ impl Services {
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             invitations: invitations::Invitations::new(db.clone()),
             deletion_requests: deletion_requests::DeletionRequests::new(db),
+            mail,
             stream,
             config,
         }))

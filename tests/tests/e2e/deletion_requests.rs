@@ -2,7 +2,9 @@
 //! or rejects through the admin API or the admin CLI, and approval deactivates the account and
 //! erases its personal data.
 
-use caduceus_tests::{encode_path_segment, password_auth, Account, TestServer, PASSWORD};
+use caduceus_tests::{
+    encode_path_segment, password_auth, Account, SmtpServer, TestServer, PASSWORD,
+};
 use serde_json::json;
 
 const REQUEST: &str = "/_caduceus/client/v1/account/deletion_request";
@@ -165,4 +167,40 @@ async fn cli_approves_and_rejects() {
     assert!(line(&bob.user_id).contains("rejected"), "{listed}");
     server.get("/_matrix/client/v3/account/whoami", alice.token()).await.assert_status(401);
     server.get("/_matrix/client/v3/account/whoami", bob.token()).await.assert_status(200);
+}
+
+#[tokio::test]
+async fn invited_account_gets_confirmation_mail() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_mail(&smtp, &[]).await;
+    let alice = server.register("alice").await;
+    server.admin_ok(&["set-verification", &alice.user_id, "--level", "medical"]).await;
+    let invited = server
+        .post(
+            "/_caduceus/client/v1/invitations",
+            alice.token(),
+            &json!({ "email": "jan@umc.example" }),
+        )
+        .await;
+    invited.assert_status(200);
+    let invitation = smtp.next_mail_to("jan@umc.example").await.body();
+    let token = invitation
+        .lines()
+        .find(|line| line.starts_with("    "))
+        .map(str::trim)
+        .expect("the invitation mail carries a token")
+        .to_owned();
+    server.register_with_token("jan", PASSWORD, &token).await.assert_status(200);
+    let jan = server.login("jan", PASSWORD).await;
+
+    ask_for_deletion(&server, &jan, "Changed hospitals").await;
+    server.admin_ok(&["deletion-requests", "approve", "jan"]).await;
+
+    let confirmation = smtp.next_mail_to("jan@umc.example").await;
+    assert_eq!(confirmation.subject(), "Your account has been deleted");
+    assert!(confirmation.body().contains(&jan.user_id), "body: {}", confirmation.body());
+    assert_eq!(smtp.count_to("jan@umc.example"), 2, "one invitation, one confirmation");
+    // The erased invitation no longer ties alice to jan's address.
+    let audit = server.admin_ok(&["audit-log"]).await.stdout;
+    assert!(audit.contains("personal_data_erased"), "{audit}");
 }

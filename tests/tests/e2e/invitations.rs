@@ -1,7 +1,7 @@
 //! POST /_caduceus/client/v1/invitations: verified members invite colleagues by email with a
 //! single-use registration token.
 
-use caduceus_tests::{TestServer, PASSWORD};
+use caduceus_tests::{SmtpServer, TestServer, PASSWORD};
 use serde_json::json;
 
 const INVITATIONS: &str = "/_caduceus/client/v1/invitations";
@@ -37,7 +37,8 @@ async fn pending_members_cannot_invite() {
 
 #[tokio::test]
 async fn verified_member_invites_colleague() {
-    let server = TestServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_mail(&smtp, &[]).await;
     let alice = server.register("alice").await;
     server.admin_ok(&["set-verification", &alice.user_id, "--level", "identity"]).await;
     let tokens_before = registration_tokens(&server).await;
@@ -51,6 +52,7 @@ async fn verified_member_invites_colleague() {
         server.post(INVITATIONS, alice.token(), &body).await.assert_matrix_error(status, errcode);
     }
     assert_eq!(registration_tokens(&server).await, tokens_before, "bad input creates no token");
+    assert!(smtp.all_mails().is_empty(), "bad input sends no mail");
 
     let invited =
         server.post(INVITATIONS, alice.token(), &json!({ "email": "Jan@UMC.example" })).await;
@@ -73,6 +75,19 @@ async fn verified_member_invites_colleague() {
     let (token, line) = new[0];
     assert!(line.contains("used 0 of 1"), "the token is single-use: {line}");
     assert!(!line.contains("expires never"), "the token expires: {line}");
+
+    let mail = smtp.next_mail_to("jan@umc.example").await;
+    assert_eq!(mail.to, ["Jan@umc.example"]);
+    assert!(mail.subject().contains(&alice.user_id), "subject: {}", mail.subject());
+    let body = mail.body();
+    let mailed_token = body
+        .lines()
+        .find(|line| line.starts_with("    "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no indented token line in the mail: {body}"));
+    assert_eq!(mailed_token, token, "the mail carries the invitation's token");
+    assert!(body.contains(&server.base_url()), "the mail says where to register: {body}");
+    assert_eq!(smtp.all_mails().len(), 1, "the rejected duplicate sent no mail");
 
     server.register_with_token("jan", PASSWORD, token).await.assert_status(200);
     let second = server.register_with_token("piet", PASSWORD, token).await;

@@ -13,6 +13,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod e2ee;
+mod email;
 mod errors;
 mod invitations;
 mod media;
