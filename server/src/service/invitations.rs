@@ -45,7 +45,7 @@ impl Invitations {
             .map(|(_, record)| record.email))
     }
 
-    /// Deletes every invitation that `user_id` sent or registered with, since each holds their
+    /// Deletes every invitation that `user_id` sent or registered with, since each contains their
     /// user ID next to an email address. Returns the registration tokens of the unused ones,
     /// which the caller revokes.
     pub fn erase_user(&self, user_id: &UserId) -> Result<Vec<String>> {
@@ -99,7 +99,8 @@ pub async fn invite(
         let _guard =
             invitations.create_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let pending = invitations.pending(now)?;
-        if pending.iter().any(|(_, record)| record.email == email) {
+        // Mail systems treat local parts without regard to case, so this check does too.
+        if pending.iter().any(|(_, record)| record.email.eq_ignore_ascii_case(&email)) {
             return Err(Error::invalid_param(format!(
                 "An invitation to {email} is already waiting to be used"
             )));
@@ -107,7 +108,7 @@ pub async fn invite(
         let sent = pending.iter().filter(|(_, record)| record.inviter == inviter.as_str()).count();
         if sent >= config.max_pending_per_user as usize {
             return Err(Error::forbidden(format!(
-                "You have {sent} unused invitations, the most allowed; wait until colleagues \
+                "You have {sent} unused invitations, the maximum allowed; wait until colleagues \
                  register or the invitations expire"
             )));
         }
