@@ -277,7 +277,10 @@ mod tests {
         let algorithm = Raw::from_json(
             to_raw_value(&json!({
                 "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
-                "auth_data": { "public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo" },
+                "auth_data": {
+                    "public_key": "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo",
+                    "signatures": {},
+                },
             }))
             .unwrap(),
         );
