@@ -145,8 +145,11 @@ fn invitation_mail(services: &Services, inviter: &UserId, token: &str) -> Result
         .and_then(|name| name.as_str().map(str::to_owned))
         .map_or_else(|| inviter.to_string(), |name| format!("{name} ({inviter})"));
     let hours = services.config.invitations.expiry_hours;
-    let validity =
-        if hours % 24 == 0 { format!("{} days", hours / 24) } else { format!("{hours} hours") };
+    let validity = if hours.is_multiple_of(24) {
+        format!("{} days", hours / 24)
+    } else {
+        format!("{hours} hours")
+    };
     let subject = format!("{name} invites you to {}", services.server_name);
     let body = format!(
         "{name} invites you to {server}, a Matrix messaging service for verified healthcare \
