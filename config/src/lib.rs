@@ -41,6 +41,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub logging: LoggingConfig,
     pub directory: DirectoryConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub invitations: InvitationsConfig,
     pub email: EmailConfig,
     pub verification: VerificationConfig,
     pub appservices: AppservicesConfig,
@@ -171,6 +173,148 @@ impl SessionsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Request rate limits, one token bucket per class and per user or source address. A request
+/// beyond its bucket is rejected with `M_LIMIT_EXCEEDED` and the delay after which to retry.
+/// Counters live in memory, so a restart refills every bucket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "RateLimitsFile")]
+pub struct RateLimitsConfig {
+    /// `POST /register` requests per source address. Completing a registration takes two
+    /// requests (the authentication challenge, then the token).
+    pub registration: RateLimit,
+    /// `POST /login` requests per source address, successful or not. All staff of a hospital
+    /// may share one address behind its gateway, so this allows many logins.
+    pub login_per_address: RateLimit,
+    /// `POST /login` requests per target account, successful or not.
+    pub login_per_user: RateLimit,
+    /// Events a user sends: messages (`/send`), state events and redactions.
+    pub messages: RateLimit,
+    /// Joins, invites and knocks per user.
+    pub membership: RateLimit,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second` requests per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// The sustained rate, in requests per second (fractions allowed, 0.5 is one every two
+    /// seconds). 0 turns the limit off.
+    pub per_second: f64,
+    /// The number of requests allowed at once when the bucket is full (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Returns whether the limit applies at all (`per_second` above 0).
+    pub fn is_enabled(&self) -> bool {
+        self.per_second > 0.0
+    }
+
+    fn validate(&self, key: &'static str) -> Result<(), ConfigError> {
+        if !self.per_second.is_finite() || self.per_second < 0.0 {
+            return Err(ConfigError::Invalid {
+                key,
+                problem: format!(
+                    "has per_second = {} but it must be 0 (off) or a positive number",
+                    self.per_second
+                ),
+            });
+        }
+        if self.is_enabled() && self.burst == 0 {
+            return Err(ConfigError::Invalid {
+                key,
+                problem: "has burst = 0 but it must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            // Two requests per account: 30 colleagues can register at once from one hospital
+            // gateway, then one more every four seconds.
+            registration: RateLimit { per_second: 0.5, burst: 60 },
+            login_per_address: RateLimit { per_second: 1.0, burst: 60 },
+            // A phone, a desktop and a web session, each logged in a few times, fit the burst;
+            // after that one login every ten seconds.
+            login_per_user: RateLimit { per_second: 0.1, burst: 10 },
+            // Nobody types two messages a second for long; the burst covers a client sending
+            // what it queued while offline.
+            messages: RateLimit { per_second: 2.0, burst: 30 },
+            // Creating a case room and inviting a whole team fits the burst.
+            membership: RateLimit { per_second: 0.5, burst: 30 },
+        }
+    }
+}
+
+/// `[rate_limits]` as written: each class and each of its two values may be left out, so that
+/// `CADUCEUS__RATE_LIMITS__MESSAGES__BURST=100` alone keeps the default rate.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RateLimitsFile {
+    registration: RateLimitFile,
+    login_per_address: RateLimitFile,
+    login_per_user: RateLimitFile,
+    messages: RateLimitFile,
+    membership: RateLimitFile,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RateLimitFile {
+    per_second: Option<f64>,
+    burst: Option<u32>,
+}
+
+impl RateLimitFile {
+    fn or(self, default: RateLimit) -> RateLimit {
+        RateLimit {
+            per_second: self.per_second.unwrap_or(default.per_second),
+            burst: self.burst.unwrap_or(default.burst),
+        }
+    }
+}
+
+impl From<RateLimitsFile> for RateLimitsConfig {
+    fn from(file: RateLimitsFile) -> Self {
+        let defaults = Self::default();
+        Self {
+            registration: file.registration.or(defaults.registration),
+            login_per_address: file.login_per_address.or(defaults.login_per_address),
+            login_per_user: file.login_per_user.or(defaults.login_per_user),
+            messages: file.messages.or(defaults.messages),
+            membership: file.membership.or(defaults.membership),
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.registration.validate("rate_limits.registration")?;
+        self.login_per_address.validate("rate_limits.login_per_address")?;
+        self.login_per_user.validate("rate_limits.login_per_user")?;
+        self.messages.validate("rate_limits.messages")?;
+        self.membership.validate("rate_limits.membership")
+    }
+}
+
+/// Invitations by which verified members bring colleagues onto the server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvitationsConfig {
+    /// How long the registration token in an invitation stays valid, in hours.
+    pub expiry_hours: u64,
+    /// How many unused, unexpired invitations one member may have at a time.
+    pub max_pending_per_user: u32,
+}
+
+impl Default for InvitationsConfig {
+    fn default() -> Self {
+        Self { expiry_hours: 7 * 24, max_pending_per_user: 20 }
     }
 }
 
@@ -451,6 +595,13 @@ impl Config {
 
         self.media.validate()?;
         self.sessions.validate()?;
+        self.rate_limits.validate()?;
+        if self.invitations.expiry_hours == 0 {
+            return Err(ConfigError::Invalid {
+                key: "invitations.expiry_hours",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
+        }
 
         if !["10", "11", "12"].contains(&self.rooms.default_room_version.as_str()) {
             return Err(ConfigError::Invalid {
@@ -711,6 +862,37 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("media.uploads_per_minute"), "{error}");
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("CADUCEUS__RATE_LIMITS__MESSAGES__PER_SECOND", "0.25"),
+                ("CADUCEUS__RATE_LIMITS__MESSAGES__BURST", "3"),
+                ("CADUCEUS__RATE_LIMITS__MEMBERSHIP__PER_SECOND", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.rate_limits.messages, RateLimit { per_second: 0.25, burst: 3 });
+        assert!(!config.rate_limits.membership.is_enabled());
+
+        let error = Config::load_with_env(
+            None,
+            env(&[("CADUCEUS__RATE_LIMITS__LOGIN_PER_USER__PER_SECOND", "-1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("rate_limits.login_per_user"), "{error}");
+
+        let error = Config::load_with_env(
+            None,
+            env(&[("CADUCEUS__RATE_LIMITS__REGISTRATION__BURST", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("rate_limits.registration"), "{error}");
     }
 
     #[test]

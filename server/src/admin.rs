@@ -11,8 +11,8 @@ use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
 
 use crate::error::Error;
 use crate::service::verification::{self, VerificationUpdate};
-use crate::service::{now_ms, Services};
-use crate::storage::tables::{EvidenceSource, VerificationEvidence};
+use crate::service::{deletion_requests, now_ms, Services};
+use crate::storage::tables::{DirectoryProfileRecord, EvidenceSource, VerificationEvidence};
 
 /// One administration command, as sent over the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +53,14 @@ pub enum AdminCommand {
         evidence: Box<EvidenceArgs>,
     },
     Reindex,
+    DeletionRequestList,
+    DeletionRequestApprove {
+        user: String,
+    },
+    DeletionRequestReject {
+        user: String,
+        reason: Option<String>,
+    },
     SendTestMail {
         to: String,
     },
@@ -113,7 +121,12 @@ async fn run(
     command: AdminCommand,
     progress_to_stderr: bool,
 ) -> Result<AdminOutput, Error> {
-    if !matches!(command, AdminCommand::AuditLog { .. } | AdminCommand::RegistrationTokenList) {
+    if !matches!(
+        command,
+        AdminCommand::AuditLog { .. }
+            | AdminCommand::RegistrationTokenList
+            | AdminCommand::DeletionRequestList
+    ) {
         let detail = serde_json::json!({ "command": socket::command_name(&command) });
         services.security.audit("admin_command", &Default::default(), detail)?;
     }
@@ -245,6 +258,39 @@ async fn run(
                 text.push(')');
             }
             Ok(AdminOutput::ok(text))
+        }
+        AdminCommand::DeletionRequestList => {
+            let mut lines = Vec::new();
+            for (user_id, record) in services.deletion_requests.list()? {
+                let mut line = format!(
+                    "{user_id}\t{}\trequested at {} ms",
+                    record.state.as_str(),
+                    record.requested_ts
+                );
+                if let Some(reason) = &record.reason {
+                    line.push_str(&format!("\treason: {reason}"));
+                }
+                if let Some(decided_ts) = record.decided_ts {
+                    line.push_str(&format!("\tdecided at {decided_ts} ms"));
+                }
+                lines.push(line);
+            }
+            if lines.is_empty() {
+                lines.push("no deletion requests".to_owned());
+            }
+            Ok(AdminOutput::ok(lines.join("\n")))
+        }
+        AdminCommand::DeletionRequestApprove { user } => {
+            let user_id = services.local_user_id(&user)?;
+            deletion_requests::approve(services, &user_id, None).await?;
+            Ok(AdminOutput::ok(format!(
+                "approved: {user_id} is deactivated and its personal data erased"
+            )))
+        }
+        AdminCommand::DeletionRequestReject { user, reason } => {
+            let user_id = services.local_user_id(&user)?;
+            deletion_requests::reject(services, &user_id, None, reason)?;
+            Ok(AdminOutput::ok(format!("rejected the deletion request of {user_id}")))
         }
         AdminCommand::SendTestMail { to } => {
             let body = format!(

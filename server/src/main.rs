@@ -63,10 +63,34 @@ enum AdminCli {
     SetVerification(Box<VerificationCli>),
     /// Rebuild the directory index from the stored verification records.
     Reindex,
+    /// List, approve or reject the requests of users to have their account deleted.
+    DeletionRequests {
+        #[command(subcommand)]
+        command: DeletionCli,
+    },
     /// Send a test mail with the `[email]` settings, to check them.
     SendTestMail {
         /// The recipient's email address.
         to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeletionCli {
+    /// List every request with its state, oldest first.
+    List,
+    /// Approve a user's open request: deactivate the account and erase its personal data.
+    Approve {
+        /// The user ID or localpart.
+        user: String,
+    },
+    /// Reject a user's open request; the account stays as it is.
+    Reject {
+        /// The user ID or localpart.
+        user: String,
+        /// Why, shown to the user.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -191,6 +215,15 @@ impl From<AdminCli> for AdminCommand {
                 }
             }
             AdminCli::Reindex => AdminCommand::Reindex,
+            AdminCli::DeletionRequests { command: DeletionCli::List } => {
+                AdminCommand::DeletionRequestList
+            }
+            AdminCli::DeletionRequests { command: DeletionCli::Approve { user } } => {
+                AdminCommand::DeletionRequestApprove { user }
+            }
+            AdminCli::DeletionRequests { command: DeletionCli::Reject { user, reason } } => {
+                AdminCommand::DeletionRequestReject { user, reason }
+            }
             AdminCli::SendTestMail { to } => AdminCommand::SendTestMail { to },
         }
     }

@@ -16,6 +16,8 @@ pub struct ApiResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub allow: Option<String>,
+    /// The `Retry-After` header, in seconds, sent with `429 Too Many Requests`.
+    pub retry_after: Option<String>,
     /// The parsed body, or `Value::Null` when the body is empty or not JSON.
     pub body: Value,
     /// The body as text, for failure messages.
@@ -116,12 +118,22 @@ impl TestServer {
         };
         let content_type = header(CONTENT_TYPE);
         let allow = header(reqwest::header::ALLOW);
+        let retry_after = header(reqwest::header::RETRY_AFTER);
         let text = response
             .text()
             .await
             .unwrap_or_else(|error| panic!("reading the body of {method} {path} failed: {error}"));
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        ApiResponse { method, path: path.to_owned(), status, content_type, allow, body, text }
+        ApiResponse {
+            method,
+            path: path.to_owned(),
+            status,
+            content_type,
+            allow,
+            retry_after,
+            body,
+            text,
+        }
     }
 }
 

@@ -101,6 +101,9 @@ pub fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::AuditLog { .. } => "audit-log",
         AdminCommand::SetVerification { .. } => "set-verification",
         AdminCommand::Reindex => "reindex",
+        AdminCommand::DeletionRequestList => "deletion-requests list",
+        AdminCommand::DeletionRequestApprove { .. } => "deletion-requests approve",
+        AdminCommand::DeletionRequestReject { .. } => "deletion-requests reject",
         AdminCommand::SendTestMail { .. } => "send-test-mail",
     }
 }

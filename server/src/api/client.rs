@@ -9,12 +9,14 @@ pub mod capabilities;
 pub mod config;
 pub mod context;
 pub mod dehydrated_device;
+pub mod deletion_request;
 pub mod device;
 pub mod directory;
 pub mod discovery;
 #[cfg(test)]
 mod e2ee_tests;
 pub mod filter;
+pub mod invitations;
 pub mod keys;
 pub mod media;
 pub mod membership;

@@ -17,6 +17,7 @@ use super::client::{
     relations, room, session, state, sync, threepid, typing, user_directory,
 };
 use super::client::{appservice, backup, dehydrated_device, keys, to_device};
+use super::client::{deletion_request, invitations};
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
 
@@ -74,6 +75,22 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_caduceus/directory/v1/search", get(super::directory_v1::search))
         .route("/_caduceus/directory/v1/users/{userId}", get(super::directory_v1::get_user))
         .route("/_caduceus/directory/v1/openapi.json", get(super::directory_v1::openapi))
+        .route(
+            "/_caduceus/client/v1/account/deletion_request",
+            post(deletion_request::create)
+                .get(deletion_request::get)
+                .delete(deletion_request::withdraw),
+        )
+        .route("/_caduceus/client/v1/invitations", post(invitations::create))
+        .route("/_caduceus/admin/v1/deletion_requests", get(super::admin_deletion::list))
+        .route(
+            "/_caduceus/admin/v1/deletion_requests/{userId}/approve",
+            post(super::admin_deletion::approve),
+        )
+        .route(
+            "/_caduceus/admin/v1/deletion_requests/{userId}/reject",
+            post(super::admin_deletion::reject),
+        )
         .route(
             "/_matrix/client/v3/profile/{userId}/{keyName}",
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),

@@ -107,4 +107,14 @@ impl AccountData {
             })
             .collect())
     }
+
+    /// Deletes every account data event of a user, global and per room, push rules included,
+    /// and the change log that `/sync` reads them from.
+    pub fn erase_user(&self, user_id: &UserId) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.delete_prefix(&ACCOUNT_DATA, &prefix(&[user_id.as_str()]))?;
+        batch.delete_prefix(&ACCOUNT_DATA_CHANGES, &prefix(&[user_id.as_str()]))?;
+        self.db.commit(batch)?;
+        Ok(())
+    }
 }

@@ -38,4 +38,13 @@ impl Filters {
     pub fn get(&self, user_id: &UserId, filter_id: &str) -> Result<Option<Box<RawValue>>> {
         Ok(self.db.get(&FILTERS, &(user_id.to_string(), filter_id.to_owned()))?)
     }
+
+    /// Deletes every stored filter of a user.
+    pub fn erase_user(&self, user_id: &UserId) -> Result<()> {
+        let _guard = self.allocate_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = self.db.batch();
+        batch.delete_prefix(&FILTERS, &prefix(&[user_id.as_str()]))?;
+        self.db.commit(batch)?;
+        Ok(())
+    }
 }

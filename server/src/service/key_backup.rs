@@ -171,6 +171,17 @@ impl KeyBackup {
         Ok(())
     }
 
+    /// Deletes every backup version of a user with its keys, leaving no trace of them.
+    pub fn erase_user(&self, user_id: &UserId) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = self.db.batch();
+        batch.delete_prefix(&BACKUP_KEYS, &prefix(&[user_id.as_str()]))?;
+        batch.delete_prefix(&BACKUP_VERSIONS, &prefix(&[user_id.as_str()]))?;
+        self.db.commit(batch)?;
+        tracing::info!(user_id = %user_id, "key backups erased");
+        Ok(())
+    }
+
     /// Stores session keys in the current version. A key for a session already stored
     /// replaces the stored one only if it is better, by [`is_better`].
     ///

@@ -397,6 +397,17 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// Deletes a user's cross-signing keys. Device keys go with the devices, through
+    /// [`DeviceObserver::devices_deleted`].
+    pub fn erase_cross_signing_keys(&self, user_id: &UserId) -> Result<()> {
+        let _identity = self.lock_identity();
+        let mut batch = self.db.batch();
+        batch.delete_prefix(&CROSS_SIGNING_KEYS, &prefix(&[user_id.as_str()]))?;
+        self.commit_with_change(batch, user_id)
+    }
+}
+
 impl DeviceObserver for Keys {
     fn device_created(&self, user_id: &UserId, _device_id: &DeviceId) -> Result<()> {
         self.commit_with_change(self.db.batch(), user_id)

@@ -6,7 +6,6 @@
 //! metadata that points to it is committed, so a media ID never refers to missing or partial
 //! bytes. A crash in between leaves at worst a blob that nothing refers to.
 
-mod rate_limit;
 pub mod store;
 pub mod thumbnail;
 
@@ -19,18 +18,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use caduceus_config::Config;
-use ruma::{OwnedMxcUri, OwnedServerName, ServerName, UserId};
+use caduceus_config::{Config, RateLimit};
+use ruma::{OwnedMxcUri, OwnedServerName, OwnedUserId, ServerName, UserId};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Notify, Semaphore};
 
-use self::rate_limit::RateLimiter;
 use self::store::{LocalMediaStore, MediaStore};
 pub use self::thumbnail::Method as ThumbnailMethod;
 use self::thumbnail::{RenderError, ThumbnailSize, MAX_PIXELS, MAX_SIDE, THUMBNAIL_SOURCE_TYPES};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::now_ms;
+use crate::service::rate_limit::RateLimiter;
 use crate::storage::codec::prefix;
 use crate::storage::tables::{
     MediaContent, MediaRecord, ThumbnailRecord, MEDIA, MEDIA_PENDING, MEDIA_THUMBNAILS,
@@ -155,7 +154,7 @@ pub struct Media {
     server_name: OwnedServerName,
     max_upload_bytes: u64,
     max_pending_uploads: usize,
-    upload_limiter: RateLimiter,
+    upload_limiter: RateLimiter<OwnedUserId>,
     /// Woken whenever content arrives for a reserved media ID, so waiting downloads re-check.
     uploaded: Notify,
     /// Reserved media IDs with an upload under way, so two uploads cannot both fill one ID.
@@ -192,7 +191,10 @@ impl Media {
             server_name,
             max_upload_bytes: config.media.max_upload_bytes,
             max_pending_uploads: config.media.max_pending_uploads as usize,
-            upload_limiter: RateLimiter::per_minute(config.media.uploads_per_minute),
+            upload_limiter: RateLimiter::new(RateLimit {
+                per_second: f64::from(config.media.uploads_per_minute) / 60.0,
+                burst: config.media.uploads_per_minute,
+            }),
             uploaded: Notify::new(),
             uploads_in_progress: Mutex::new(HashSet::new()),
             reserve_lock: Mutex::new(()),
@@ -444,7 +446,7 @@ impl Media {
     }
 
     fn check_rate(&self, sender: &UserId) -> Result<()> {
-        self.upload_limiter.acquire(sender).map_err(|retry_after| {
+        self.upload_limiter.acquire(&sender.to_owned()).map_err(|retry_after| {
             Error::new(
                 ErrorCode::LimitExceeded { retry_after: Some(retry_after) },
                 "Too many uploads; wait before uploading again",

@@ -5,15 +5,18 @@ pub mod account_data;
 pub mod accounts;
 pub mod appservices;
 pub mod dehydrated_device;
+pub mod deletion_requests;
 pub mod directory;
 pub mod filters;
 pub mod gating;
+pub mod invitations;
 pub mod key_backup;
 pub mod keys;
 pub mod mail;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
+pub mod rate_limit;
 pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
@@ -61,6 +64,9 @@ pub struct Services {
     pub key_backup: key_backup::KeyBackup,
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
     pub directory: Arc<directory::Directory>,
+    pub rate_limits: rate_limit::RateLimits,
+    pub invitations: invitations::Invitations,
+    pub deletion_requests: deletion_requests::DeletionRequests,
     pub mail: mail::Mail,
     pub appservices: Arc<appservices::Appservices>,
     pub threepids: threepids::Threepids,
@@ -119,9 +125,12 @@ impl Services {
             security: security::Security::new(db.clone(), config.security.clone()),
             keys,
             to_device,
-            key_backup: key_backup::KeyBackup::new(db),
+            key_backup: key_backup::KeyBackup::new(db.clone()),
             dehydrated_device,
             directory,
+            rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
+            invitations: invitations::Invitations::new(db.clone()),
+            deletion_requests: deletion_requests::DeletionRequests::new(db),
             mail,
             appservices,
             threepids,

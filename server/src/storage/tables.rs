@@ -58,6 +58,8 @@ pub const ALL: &[&str] = &[
     USER_THREEPIDS.name(),
     EMAIL_VALIDATIONS.name(),
     EMAIL_VALIDATION_SECRETS.name(),
+    INVITATIONS.name(),
+    DELETION_REQUESTS.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -646,4 +648,67 @@ pub struct PendingTransaction {
     /// The stream position the transaction covers up to; it becomes `delivered_up_to` once sent.
     pub up_to: u64,
     pub event_ids: Vec<String>,
+}
+
+/// Invitations by the registration token they carry. Owner: `service::invitations`.
+pub const INVITATIONS: Table<String, InvitationRecord> = Table::new("invitations");
+
+/// An invitation from a verified member to a colleague's email address. Its registration token
+/// lives in `registration_tokens`, single-use and expiring with the invitation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvitationRecord {
+    /// The user ID of the member who sent it.
+    pub inviter: String,
+    /// The email address the invitation was sent to.
+    pub email: String,
+    pub created_ts: u64,
+    /// Milliseconds since the Unix epoch after which the token no longer registers anyone.
+    pub expiry_ts: u64,
+    /// The account registered with it, once one is.
+    #[serde(default)]
+    pub accepted_by: Option<String>,
+}
+
+/// Account deletion requests by user ID, at most one per user: the open one, or the last
+/// decision. Owner: `service::deletion_requests`.
+pub const DELETION_REQUESTS: Table<String, DeletionRequestRecord> = Table::new("deletion_requests");
+
+/// A user's request to have their account deleted, and the administrator's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionRequestRecord {
+    pub state: DeletionState,
+    /// The user's reason, if they gave one; erased with the account on approval.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub requested_ts: u64,
+    /// When an administrator approved or rejected it, or the user withdrew it.
+    #[serde(default)]
+    pub decided_ts: Option<u64>,
+    /// The administrator's reason for a rejection.
+    #[serde(default)]
+    pub decision_reason: Option<String>,
+}
+
+/// Where a deletion request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionState {
+    /// Waiting for an administrator.
+    Pending,
+    /// Approved: the account is deactivated and its personal data erased.
+    Approved,
+    Rejected,
+    /// Withdrawn by the user before a decision.
+    Withdrawn,
+}
+
+impl DeletionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use caduceus_tests::{encode_path_segment, Account, TestClient, TestServer, PASSWORD};
+use caduceus_tests::{
+    encode_path_segment, Account, TestClient, TestServer, PASSWORD, SEVERAL_PRIMARY_DEVICES,
+};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
@@ -325,7 +327,12 @@ async fn twenty_clients_see_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_messages_paginate_in_order() {
     const COUNT: usize = 1000;
-    let server = TestServer::start_with_several_devices().await;
+    // One user sends as fast as the server takes them, far above the default message rate.
+    let server = TestServer::start_with_env(&[
+        SEVERAL_PRIMARY_DEVICES,
+        ("CADUCEUS__RATE_LIMITS__MESSAGES__PER_SECOND", "0"),
+    ])
+    .await;
     let alice = server.register("alice").await;
     let created = server
         .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "name": "archive" }))

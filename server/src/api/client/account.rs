@@ -15,6 +15,7 @@ use ruma::UserId;
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::check_new_password;
+use crate::service::deletion_requests;
 use crate::service::security::AuditSubject;
 use crate::service::uia::{confirm_password, Scope, StageResult, STAGE_EMAIL_IDENTITY};
 use crate::service::Services;
@@ -132,13 +133,7 @@ pub async fn deactivate(
     let sender = request.sender()?;
     confirm_password(&services, &sender.user_id, request.body.auth.as_ref(), "deactivate").await?;
 
-    services.profiles.clear(&sender.user_id)?;
-    services.accounts.deactivate(&sender.user_id)?;
-    let removed_emails = services.threepids.remove_all(&sender.user_id).await?;
-    let directory_services = services.clone();
-    let user_id = sender.user_id.clone();
-    tokio::task::spawn_blocking(move || directory_services.directory.remove_user(&user_id))
-        .await??;
+    let removed_emails = deletion_requests::deactivate(&services, &sender.user_id).await?;
     let subject = AuditSubject {
         user_id: Some(sender.user_id.as_str()),
         device_id: Some(sender.device_id.as_str()),

@@ -55,6 +55,7 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_v3::Request>,
 ) -> Result<RumaResponse<join_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_membership(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let room_id =
         join_room(&services, &sender.user_id, &body.room_id_or_alias, body.reason.as_deref())
@@ -67,6 +68,7 @@ pub async fn join_by_id(
     request: Ruma<join_by_id_v3::Request>,
 ) -> Result<RumaResponse<join_by_id_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_membership(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let room: &RoomOrAliasId = <&RoomOrAliasId>::from(body.room_id.as_ref() as &RoomId);
     let room_id = join_room(&services, &sender.user_id, room, body.reason.as_deref()).await?;
@@ -78,6 +80,7 @@ pub async fn knock(
     request: Ruma<knock_v3::Request>,
 ) -> Result<RumaResponse<knock_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_membership(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let target: &RoomOrAliasId = &body.room_id_or_alias;
     let room_id = match <&RoomId>::try_from(target) {
@@ -97,6 +100,7 @@ pub async fn invite(
     request: Ruma<invite_v3::Request>,
 ) -> Result<RumaResponse<invite_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_membership(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let invite_v3::InvitationRecipient::UserId(recipient) = &body.recipient else {
         return Err(Error::forbidden("Third-party invites are not supported on this server"));

@@ -25,6 +25,7 @@ pub async fn send(
     request: Ruma<send_v3::Request>,
 ) -> Result<RumaResponse<send_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_message(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let content: Value = serde_json::from_str(body.body.json().get())
         .map_err(|error| Error::bad_json(format!("The content is not valid JSON: {error}")))?;

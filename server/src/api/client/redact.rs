@@ -16,6 +16,7 @@ pub async fn redact(
     request: Ruma<redact_v3::Request>,
 ) -> Result<RumaResponse<redact_v3::Response>> {
     let sender = request.sender()?;
+    services.rate_limits.check_message(&sender.user_id, sender.is_rate_limit_exempt())?;
     let body = &request.body;
     let target = services
         .rooms

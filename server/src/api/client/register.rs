@@ -46,6 +46,7 @@ pub async fn register(
     request: Ruma<register_v3::Request>,
 ) -> Result<Response> {
     let address = request.client_ip;
+    services.rate_limits.check_registration(address)?;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
         return Err(Error::new(
@@ -161,6 +162,7 @@ pub async fn register(
 
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
     let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
+<<<<<<< HEAD
     if let Some(email) = &email {
         // Another registration may have claimed the address since the stage was checked. The
         // account created here is then deactivated again, so no address has two accounts.
@@ -182,6 +184,20 @@ pub async fn register(
         "open"
     };
     services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
+=======
+    let invited_by = match &completed.registration_token {
+        Some(token) => services.invitations.accept(token, &user_id)?,
+        None => None,
+    };
+    let detail = match (&completed.registration_token, invited_by) {
+        (Some(_), Some(inviter)) => {
+            serde_json::json!({ "method": "invitation", "invited_by": inviter })
+        }
+        (Some(_), None) => serde_json::json!({ "method": "registration_token" }),
+        (None, _) => serde_json::json!({ "method": "open" }),
+    };
+    services.security.audit("registration", &subject, detail)?;
+>>>>>>> limits
     if body.inhibit_login {
         // Written by hand because ruma's response type sends `device_id` as null, which the
         // spec's schema does not allow.

@@ -111,10 +111,13 @@ async fn check_password_login(
     };
 
     let invalid = || Error::forbidden("Invalid username or password");
+    let address = request.client_ip;
+    services.rate_limits.check_login_address(address)?;
     services.security.check_address(address)?;
     let Ok(user_id) = services.local_user_id(&user) else {
         return Err(invalid());
     };
+    services.rate_limits.check_login_user(&user_id)?;
     services.security.check_locked(&user_id)?;
     if !services.accounts.verify_password(&user_id, &password.password).await? {
         tracing::info!(user_id = %user_id, "login failed: wrong user or password");
