@@ -631,6 +631,7 @@ impl Config {
                     ),
                 });
             }
+        }
         if self.appservices.retry_base_ms == 0
             || self.appservices.retry_max_ms < self.appservices.retry_base_ms
         {

@@ -12,7 +12,7 @@ use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
 use crate::error::Error;
 use crate::service::verification::{self, VerificationUpdate};
 use crate::service::{deletion_requests, now_ms, Services};
-use crate::storage::tables::{DirectoryProfileRecord, EvidenceSource, VerificationEvidence};
+use crate::storage::tables::{EvidenceSource, VerificationEvidence};
 
 /// One administration command, as sent over the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,11 +3,8 @@
 //! Handlers parse with [`ruma::Ruma`], call one service function and shape the response; the
 //! rules live in `service`.
 
-<<<<<<< HEAD
-pub mod admin_v1;
-=======
 mod admin_deletion;
->>>>>>> limits
+pub mod admin_v1;
 pub mod client;
 pub mod directory_v1;
 mod router;

@@ -298,6 +298,7 @@ fn appservice_sender(
         device_id,
         access_token_hash: Vec::new(),
         appservice_id: Some(appservice.id().to_owned()),
+        rate_limit_exempt: appservice.registration.rate_limited == Some(false),
     })
 }
 

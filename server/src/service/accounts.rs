@@ -40,15 +40,16 @@ pub struct Sender {
     pub access_token_hash: Vec<u8>,
     /// The application service acting for the user, when the request carried its `as_token`.
     pub appservice_id: Option<String>,
+    /// Whether the `[rate_limits]` checks skip this sender: an application service whose
+    /// registration says `rate_limited: false`.
+    pub rate_limit_exempt: bool,
 }
 
 impl Sender {
     /// Returns whether the `[rate_limits]` checks skip this sender, as they must for an
     /// application service whose registration says `rate_limited: false`.
     pub fn is_rate_limit_exempt(&self) -> bool {
-        // NOTE: application service tokens are not recognised yet, so every sender is a user
-        // and limited. Return the registration's `!rate_limited` here once they are.
-        false
+        self.rate_limit_exempt
     }
 }
 

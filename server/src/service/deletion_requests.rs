@@ -294,6 +294,7 @@ mod tests {
             areas: Vec::new(),
             listed: true,
             updated_ts: now_ms(),
+            evidence: None,
         };
         services.directory.set_record(&alice, record).unwrap();
         let invitation =

@@ -65,6 +65,7 @@ impl TestServer {
             device_id: OwnedDeviceId::from(device_id),
             access_token_hash: Vec::new(),
             appservice_id: None,
+            rate_limit_exempt: false,
         }
     }
 }

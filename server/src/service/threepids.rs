@@ -287,6 +287,12 @@ impl Threepids {
         Ok(self.db.get(&THREEPIDS, &key)?.map(|record| record.user_id))
     }
 
+    /// Returns the validated email addresses of an account.
+    pub fn emails(&self, user_id: &UserId) -> Result<Vec<String>> {
+        let emails = self.list(user_id)?.into_iter().filter(|(medium, ..)| medium == MEDIUM_EMAIL);
+        Ok(emails.map(|(_, address, _)| address).collect())
+    }
+
     /// Returns the identifiers of an account as (medium, address, record).
     pub fn list(&self, user_id: &UserId) -> Result<Vec<(String, String, ThreepidRecord)>> {
         let rows = self

@@ -26,5 +26,5 @@ mod rate_limits;
 mod restart;
 mod rooms;
 mod security;
-mod threepid;
 mod sessions;
+mod threepid;

@@ -57,8 +57,9 @@ pub fn authorize(services: &Services, headers: &HeaderMap) -> Result<Actor> {
 }
 
 /// Returns the gatekeeper's actor when `token` is the `as_token` of the application service
-/// whose registration has `org.caduceus.gatekeeper: true`. The application service registry
-/// provides this lookup; without it no token belongs to the gatekeeper, so this returns `None`.
-fn gatekeeper_actor(_services: &Services, _token: &str) -> Option<Actor> {
-    None
+/// whose registration has `org.caduceus.gatekeeper: true`. Other application services' tokens
+/// are not admin credentials and fall through to the access-token check, which rejects them.
+fn gatekeeper_actor(services: &Services, token: &str) -> Option<Actor> {
+    let appservice = services.appservices.by_as_token(token)?;
+    appservice.gatekeeper.then(|| Actor::Gatekeeper { appservice_id: appservice.id().to_owned() })
 }

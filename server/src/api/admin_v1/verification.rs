@@ -67,8 +67,7 @@ pub async fn list_users(
             "created_ts": record.created_ts,
             "deactivated": record.deactivated,
             "level": services.directory.level(user_id)?.as_str(),
-            // Validated email addresses are not stored yet.
-            "emails": [],
+            "emails": services.threepids.emails(user_id)?,
         });
         let displayname = services.profiles.get_field(user_id, profiles::DISPLAYNAME)?;
         if let Some(Value::String(displayname)) = displayname {

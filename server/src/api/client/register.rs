@@ -162,7 +162,6 @@ pub async fn register(
 
     let user_id = services.accounts.create_user(&localpart, Some(password), false).await?;
     let subject = AuditSubject { user_id: Some(user_id.as_str()), device_id: None, address };
-<<<<<<< HEAD
     if let Some(email) = &email {
         // Another registration may have claimed the address since the stage was checked. The
         // account created here is then deactivated again, so no address has two accounts.
@@ -176,28 +175,19 @@ pub async fn register(
         let detail = serde_json::json!({ "email": email.address });
         services.security.audit("email_added", &subject, detail)?;
     }
-    let method = if completed.registration_token.is_some() {
-        "registration_token"
-    } else if email.is_some() {
-        "email"
-    } else {
-        "open"
-    };
-    services.security.audit("registration", &subject, serde_json::json!({ "method": method }))?;
-=======
     let invited_by = match &completed.registration_token {
         Some(token) => services.invitations.accept(token, &user_id)?,
         None => None,
     };
-    let detail = match (&completed.registration_token, invited_by) {
-        (Some(_), Some(inviter)) => {
+    let detail = match (&completed.registration_token, invited_by, &email) {
+        (Some(_), Some(inviter), _) => {
             serde_json::json!({ "method": "invitation", "invited_by": inviter })
         }
-        (Some(_), None) => serde_json::json!({ "method": "registration_token" }),
-        (None, _) => serde_json::json!({ "method": "open" }),
+        (Some(_), None, _) => serde_json::json!({ "method": "registration_token" }),
+        (None, _, Some(_)) => serde_json::json!({ "method": "email" }),
+        (None, _, None) => serde_json::json!({ "method": "open" }),
     };
     services.security.audit("registration", &subject, detail)?;
->>>>>>> limits
     if body.inhibit_login {
         // Written by hand because ruma's response type sends `device_id` as null, which the
         // spec's schema does not allow.

@@ -111,7 +111,6 @@ async fn check_password_login(
     };
 
     let invalid = || Error::forbidden("Invalid username or password");
-    let address = request.client_ip;
     services.rate_limits.check_login_address(address)?;
     services.security.check_address(address)?;
     let Ok(user_id) = services.local_user_id(&user) else {
@@ -245,6 +244,8 @@ async fn login_for_appservice(
         serde_json::json!({ "method": "application_service", "appservice": appservice.id() });
     services.security.audit("login", &subject, detail)?;
     Ok(response.into())
+}
+
 /// Issues a login token that signs a new linked session in, after the user confirms their
 /// password. The spec requires a fresh confirmation for every token.
 pub async fn get_login_token(

@@ -74,6 +74,8 @@ impl Accounts {
             user_id,
             device_id: record.device_id.into(),
             access_token_hash: token_hash,
+            appservice_id: None,
+            rate_limit_exempt: false,
         }))
     }
 
