@@ -558,14 +558,19 @@ async fn unknown_users_and_aliases_are_asked_of_the_appservice() {
     let server = start_server(&files).await;
     appservice.set_homeserver(&server);
 
+    // Looking people up takes a verified account.
+    let viewer = server.register("viewer").await;
     let profile = |user: &str| format!("/_matrix/client/v3/profile/{}", encode_path_segment(user));
-    let carol = server.get(&profile("@bridge_carol:localhost"), None).await;
+    let carol = server.get(&profile("@bridge_carol:localhost"), viewer.token()).await;
     carol.assert_status(200).assert_spec("/_matrix/client/v3/profile/{userId}");
     server
-        .get(&profile("@bridge_unknown:localhost"), None)
+        .get(&profile("@bridge_unknown:localhost"), viewer.token())
         .await
         .assert_matrix_error(404, "M_NOT_FOUND");
-    server.get(&profile("@nobody:localhost"), None).await.assert_matrix_error(404, "M_NOT_FOUND");
+    server
+        .get(&profile("@nobody:localhost"), viewer.token())
+        .await
+        .assert_matrix_error(404, "M_NOT_FOUND");
 
     let alias =
         |alias: &str| format!("/_matrix/client/v3/directory/room/{}", encode_path_segment(alias));

@@ -19,7 +19,7 @@ async fn registration_tokens(server: &TestServer) -> Vec<(String, String)> {
 #[tokio::test]
 async fn pending_members_cannot_invite() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
+    let alice = server.register_pending("alice").await;
 
     let response =
         server.post(INVITATIONS, alice.token(), &json!({ "email": "jan@umc.example" })).await;
