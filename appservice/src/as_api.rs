@@ -1,7 +1,7 @@
 //! The Application Service API: the requests the homeserver sends to the gatekeeper.
 //!
 //! - `PUT /_matrix/app/v1/transactions/{txnId}`: events for the bot. They are written to the
-//!   inbox of the state file before the answer, and a repeated transaction ID adds nothing, so
+//!   inbox of the state file before the response, and a repeated transaction ID adds nothing, so
 //!   the homeserver can retry safely and nothing it sent is lost.
 //! - `GET /_matrix/app/v1/users/{userId}` and `GET /_matrix/app/v1/rooms/{roomAlias}`: the
 //!   gatekeeper creates no users or rooms on demand, so only the bot itself exists.
@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use crate::state::Store;
 
-/// What the request handlers share.
+/// The state shared by the request handlers.
 pub struct ApiState {
     pub hs_token: String,
     pub bot_user_id: String,
@@ -44,12 +44,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// A Matrix error answer.
+/// Builds a Matrix error response.
 fn error(status: StatusCode, errcode: &str, message: &str) -> Response {
     (status, Json(json!({ "errcode": errcode, "error": message }))).into_response()
 }
 
-/// Checks the `hs_token`, returning the error answer when it is missing or wrong.
+/// Checks the `hs_token`, returning the error response when it is missing or wrong.
 fn authorise(
     state: &ApiState,
     headers: &HeaderMap,

@@ -101,7 +101,7 @@ impl Bot {
     }
 
     /// Sets the bot's display name, logs in for a device and prepares the officers' room,
-    /// retrying until the homeserver answers.
+    /// retrying until the homeserver responds.
     async fn start_up(&mut self, shutdown: &Notify) {
         let mut delay = Duration::from_millis(500);
         loop {
@@ -120,20 +120,21 @@ impl Bot {
     }
 
     async fn try_start_up(&mut self) -> Result<(), HsError> {
-        self.hs.set_display_name(&self.config.bot.display_name).await?;
+        match self.hs.set_display_name(&self.config.bot.display_name).await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => tracing::warn!(%error, "cannot set the bot's display name"),
+        }
         let device_id = self.store.read(|state| state.device_id.clone());
         if device_id.is_none() {
+            // The bot works without a device of its own; only encryption needs one.
             match self.hs.login(None).await {
                 Ok((_, device_id)) if !device_id.is_empty() => {
                     tracing::info!(%device_id, "the bot logged in");
                     self.save(|state| state.device_id = Some(device_id));
                 }
-                Ok(_) => {}
-                // The bot works without a device of its own; only encryption needs one.
-                Err(error) if !error.is_transient() => {
-                    tracing::warn!(%error, "the bot could not log in to get a device");
-                }
-                Err(error) => return Err(error),
+                Ok(_) => tracing::warn!("the bot's login returned no device ID"),
+                Err(error) => tracing::warn!(%error, "the bot could not log in to get a device"),
             }
         }
         self.prepare_officers_room().await

@@ -1,7 +1,7 @@
-//! What people write to the bot: registration numbers in direct chats, and officers' commands
-//! in the officers' room.
+//! Parsing of messages to the bot: registration numbers in direct chats, and officers'
+//! commands in the officers' room.
 
-/// What a message in a direct chat asks for.
+/// The request in a message of a direct chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserRequest {
     /// A registration number, with the register it was given for if the message named one.

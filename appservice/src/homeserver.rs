@@ -14,16 +14,16 @@ use crate::registers::Area;
 /// A request to the homeserver that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HsError {
-    /// The homeserver answered with a Matrix error.
+    /// The homeserver returned a Matrix error.
     #[error("{method} {path} answered {status} {errcode}: {message}")]
     Matrix { method: Method, path: String, status: StatusCode, errcode: String, message: String },
-    /// The homeserver could not be reached or its answer could not be read.
+    /// The homeserver could not be reached or its response could not be read.
     #[error("{method} {path} failed: {source}")]
     Transport { method: Method, path: String, source: reqwest::Error },
 }
 
 impl HsError {
-    /// The Matrix error code, if the homeserver sent one.
+    /// Returns the Matrix error code, if the homeserver sent one.
     pub fn errcode(&self) -> Option<&str> {
         match self {
             Self::Matrix { errcode, .. } => Some(errcode),
@@ -31,8 +31,8 @@ impl HsError {
         }
     }
 
-    /// Whether trying again later may succeed: the homeserver was unreachable, overloaded or
-    /// failed itself.
+    /// Returns whether a later retry may succeed, because the homeserver was unreachable,
+    /// overloaded or failed itself.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Matrix { status, .. } => {
@@ -123,7 +123,7 @@ impl Homeserver {
     }
 
     /// Sends a request to the path made of `segments` (each one percent-encoded) and returns
-    /// the JSON body of a successful answer.
+    /// the JSON body of a successful response.
     async fn call(
         &self,
         method: Method,

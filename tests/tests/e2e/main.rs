@@ -13,6 +13,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 mod errors;
+mod gatekeeper;
 mod media;
 mod profile;
 mod push_rules;
