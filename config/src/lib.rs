@@ -42,6 +42,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub logging: LoggingConfig,
     pub directory: DirectoryConfig,
+    pub email: EmailConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -141,6 +142,58 @@ pub struct DirectoryConfig {
     /// Keys that authorise a system to call /_caduceus/directory/v1 as
     /// `Authorization: Bearer KEY`. Access tokens of medical users are accepted too.
     pub api_keys: Vec<String>,
+}
+
+/// Outgoing email, used to check the email addresses of users.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server that relays mail. Empty means no mail leaves the server: each message
+    /// is written to the log at INFO level instead, which suits a developer's machine only.
+    pub smtp_host: String,
+    /// The SMTP server's port: 587 for STARTTLS submission, 465 for TLS, 25 for plain SMTP.
+    pub smtp_port: u16,
+    /// How the connection to the SMTP server is protected.
+    pub security: SmtpSecurity,
+    /// The SMTP user name. Empty means the server does not log in.
+    pub username: String,
+    /// The SMTP password, used when `username` is set.
+    pub password: String,
+    /// The sender of every mail, as `Name <address>` or a bare address.
+    pub from: String,
+    /// How long an emailed validation code stays valid, and how long a validated address may
+    /// then be used to register, reset a password or add it to an account, in seconds.
+    pub token_lifetime_secs: u64,
+    /// How many validation mails one email address may receive per hour. Repeated requests
+    /// with the same `send_attempt` send no mail and do not count.
+    pub mails_per_address_per_hour: u32,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP upgraded with the STARTTLS command, which must succeed.
+    Starttls,
+    /// TLS from the first byte (often port 465).
+    Tls,
+    /// No encryption, for a relay on the same machine or in tests.
+    None,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            security: SmtpSecurity::Starttls,
+            username: String::new(),
+            password: String::new(),
+            from: "Caduceus <noreply@localhost>".to_owned(),
+            token_lifetime_secs: 60 * 60,
+            mails_per_address_per_hour: 5,
+        }
+    }
 }
 
 /// Logging settings.
@@ -286,6 +339,8 @@ impl Config {
             });
         }
 
+        self.email.validate()?;
+
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "storage.data_dir",
@@ -314,6 +369,36 @@ impl MediaConfig {
             return Err(ConfigError::Invalid {
                 key: "media.max_pending_uploads",
                 problem: "is 0 but must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl EmailConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.from.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "email.from",
+                problem: "must not be empty".to_owned(),
+            });
+        }
+        if self.token_lifetime_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "email.token_lifetime_secs",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
+        }
+        if self.mails_per_address_per_hour == 0 {
+            return Err(ConfigError::Invalid {
+                key: "email.mails_per_address_per_hour",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
+        }
+        if self.smtp_port == 0 {
+            return Err(ConfigError::Invalid {
+                key: "email.smtp_port",
+                problem: "is 0 but must be a port from 1 to 65535".to_owned(),
             });
         }
         Ok(())
@@ -472,6 +557,33 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("media.uploads_per_minute"), "{error}");
+    }
+
+    #[test]
+    fn email_settings_are_read_and_checked() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("CADUCEUS__EMAIL__SMTP_HOST", "127.0.0.1"),
+                ("CADUCEUS__EMAIL__SMTP_PORT", "2525"),
+                ("CADUCEUS__EMAIL__SECURITY", "none"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.email.smtp_host, "127.0.0.1");
+        assert_eq!(config.email.smtp_port, 2525);
+        assert_eq!(config.email.security, SmtpSecurity::None);
+
+        let error = Config::load_with_env(None, env(&[("CADUCEUS__EMAIL__SECURITY", "ssl")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("email.security"), "{error}");
+
+        let error =
+            Config::load_with_env(None, env(&[("CADUCEUS__EMAIL__TOKEN_LIFETIME_SECS", "0")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("email.token_lifetime_secs"), "{error}");
     }
 
     #[test]

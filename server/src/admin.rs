@@ -50,6 +50,9 @@ pub enum AdminCommand {
         unlisted: bool,
     },
     Reindex,
+    SendTestMail {
+        to: String,
+    },
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -204,6 +207,14 @@ async fn run(
             tokio::task::spawn_blocking(move || directory.set_record(&stored_user_id, record))
                 .await??;
             Ok(AdminOutput::ok(format!("{user_id} is now {}", level.as_str())))
+        }
+        AdminCommand::SendTestMail { to } => {
+            let body = format!(
+                "This test mail shows that {} can send mail. No action is needed.\n",
+                services.server_name
+            );
+            services.mail.send(&to, "Caduceus test mail", &body).await?;
+            Ok(AdminOutput::ok(format!("sent a test mail to {to}")))
         }
         AdminCommand::Reindex => {
             let directory = services.directory.clone();

@@ -61,6 +61,11 @@ enum AdminCli {
     SetVerification(Box<VerificationCli>),
     /// Rebuild the directory index from the stored verification records.
     Reindex,
+    /// Send a test mail with the `[email]` settings, to check them.
+    SendTestMail {
+        /// The recipient's email address.
+        to: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +163,7 @@ impl From<AdminCli> for AdminCommand {
                 }
             }
             AdminCli::Reindex => AdminCommand::Reindex,
+            AdminCli::SendTestMail { to } => AdminCommand::SendTestMail { to },
         }
     }
 }

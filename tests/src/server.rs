@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::SmtpServer;
+
 /// The server name of every test server, so user IDs look like `@alice:localhost`.
 pub const SERVER_NAME: &str = "localhost";
 
@@ -109,6 +111,16 @@ impl TestServer {
         server.spawn();
         server.wait_until_ready().await;
         server
+    }
+
+    /// Starts a server that sends its mail to `smtp` over plain SMTP, with extra settings as in
+    /// [`TestServer::start_with_env`], and waits until it responds to requests.
+    pub async fn start_with_mail(smtp: &SmtpServer, env: &[(&str, &str)]) -> Self {
+        let mail_env = smtp.server_env();
+        let mut all_env: Vec<(&str, &str)> =
+            mail_env.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+        all_env.extend_from_slice(env);
+        Self::start_with_env(&all_env).await
     }
 
     /// Returns the port the server listens on, on 127.0.0.1.

@@ -101,6 +101,7 @@ pub fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::AuditLog { .. } => "audit-log",
         AdminCommand::SetVerification { .. } => "set-verification",
         AdminCommand::Reindex => "reindex",
+        AdminCommand::SendTestMail { .. } => "send-test-mail",
     }
 }
 

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod filters;
 pub mod key_backup;
 pub mod keys;
+pub mod mail;
 pub mod media;
 pub mod profiles;
 pub mod push_rules;
@@ -55,6 +56,7 @@ pub struct Services {
     pub key_backup: key_backup::KeyBackup,
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
     pub directory: Arc<directory::Directory>,
+    pub mail: mail::Mail,
 }
 
 impl Services {
@@ -79,6 +81,7 @@ impl Services {
             db.clone(),
             &config.storage.data_dir.join("directory"),
         )?);
+        let mail = mail::Mail::new(&config.email, server_name.as_str())?;
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -103,6 +106,7 @@ impl Services {
             key_backup: key_backup::KeyBackup::new(db),
             dehydrated_device,
             directory,
+            mail,
             stream,
             config,
         }))

@@ -12,6 +12,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod e2ee;
+mod email;
 mod errors;
 mod gatekeeper;
 mod media;
