@@ -43,6 +43,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub directory: DirectoryConfig,
     pub email: EmailConfig,
+    pub verification: VerificationConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -196,6 +197,50 @@ impl Default for EmailConfig {
     }
 }
 
+/// A verification level that an action requires; `pending` means no requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MinimumLevel {
+    Pending,
+    Identity,
+    Medical,
+}
+
+/// Who may make contact with whom, by verification level. Each key is the lowest level that
+/// may take the action. The users in `support_users`, and the verification gatekeeper's
+/// application service users, are never blocked and can always be reached.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerificationConfig {
+    /// Creating rooms. Below it, a user can still create a room whose invitees are all
+    /// support users.
+    pub create_rooms: MinimumLevel,
+    /// Inviting someone, in `/invite` or in `/createRoom`.
+    pub invite: MinimumLevel,
+    /// Receiving an invitation from anyone but a support user.
+    pub be_invited: MinimumLevel,
+    /// Joining or knocking on rooms. Below it, a user can join only rooms a support user
+    /// invited them to.
+    pub join_rooms: MinimumLevel,
+    /// Looking up another person's profile by Matrix ID, outside shared rooms.
+    pub lookup: MinimumLevel,
+    /// Full user IDs of support staff, such as "@support:example.org".
+    pub support_users: Vec<String>,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            create_rooms: MinimumLevel::Identity,
+            invite: MinimumLevel::Identity,
+            be_invited: MinimumLevel::Identity,
+            join_rooms: MinimumLevel::Identity,
+            lookup: MinimumLevel::Identity,
+            support_users: Vec::new(),
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -273,6 +318,7 @@ impl Config {
             // Lists are comma-separated, such as CADUCEUS__DIRECTORY__API_KEYS=key1,key2.
             .list_separator(",")
             .with_list_parse_key("directory.api_keys")
+            .with_list_parse_key("verification.support_users")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();
@@ -340,6 +386,17 @@ impl Config {
         }
 
         self.email.validate()?;
+        for user_id in &self.verification.support_users {
+            let valid = user_id.starts_with('@') && user_id[1..].contains(':');
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "verification.support_users",
+                    problem: format!(
+                        "contains {user_id:?}, which is not a user ID like @support:example.org"
+                    ),
+                });
+            }
+        }
 
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {

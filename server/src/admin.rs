@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
 
 use crate::error::Error;
+use crate::service::verification::{self, VerificationUpdate};
 use crate::service::{now_ms, Services};
-use crate::storage::tables::DirectoryProfileRecord;
+use crate::storage::tables::{EvidenceSource, VerificationEvidence};
 
 /// One administration command, as sent over the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,11 +49,25 @@ pub enum AdminCommand {
         area: Area,
         #[serde(default)]
         unlisted: bool,
+        #[serde(default)]
+        evidence: Box<EvidenceArgs>,
     },
     Reindex,
     SendTestMail {
         to: String,
     },
+}
+
+/// The evidence options of `set-verification`; all optional. The source defaults to
+/// `officer`, since an administrator vouches for the change, and the time to now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EvidenceArgs {
+    pub source: Option<String>,
+    pub register: Option<String>,
+    pub registration_number: Option<String>,
+    pub verified_at: Option<u64>,
+    pub next_check: Option<u64>,
+    pub note: Option<String>,
 }
 
 /// The outcome of a command: text for the operator, and whether it succeeded.
@@ -178,6 +193,7 @@ async fn run(
             organisations,
             area,
             unlisted,
+            evidence,
         } => {
             let user_id = services.local_user_id(&user)?;
             if services.accounts.get_user(&user_id)?.is_none() {
@@ -188,25 +204,47 @@ async fn run(
                     "invalid level {level:?}; use pending, identity or medical"
                 )));
             };
+            let source = evidence.source.as_deref().unwrap_or("officer");
+            let Some(source) = EvidenceSource::parse(source) else {
+                return Ok(AdminOutput::failed(format!(
+                    "invalid source {source:?}; use register, roster, email_domain or officer"
+                )));
+            };
             let has_area = area.city.is_some()
                 || area.postal_code.is_some()
                 || area.region.is_some()
                 || area.country.is_some()
                 || area.coordinates.is_some();
-            let record = DirectoryProfileRecord {
-                level,
+            let update = VerificationUpdate {
+                level: Some(level),
+                evidence: Some(VerificationEvidence {
+                    source,
+                    register: evidence.register,
+                    registration_number: evidence.registration_number,
+                    verified_at: evidence.verified_at.unwrap_or_else(now_ms),
+                    next_check: evidence.next_check,
+                    note: evidence.note,
+                }),
                 professions,
                 specialties,
                 organisations,
                 areas: if has_area { vec![area] } else { Vec::new() },
-                listed: !unlisted,
-                updated_ts: now_ms(),
+                listed: Some(!unlisted),
             };
-            let directory = services.directory.clone();
-            let stored_user_id = user_id.clone();
-            tokio::task::spawn_blocking(move || directory.set_record(&stored_user_id, record))
-                .await??;
-            Ok(AdminOutput::ok(format!("{user_id} is now {}", level.as_str())))
+            let record =
+                verification::set_verification(services, "admin_cli", &user_id, update, None)
+                    .await?;
+            let mut text = format!("{user_id} is now {}", level.as_str());
+            if let Some(evidence) = &record.evidence {
+                text.push_str(&format!(" (source {}", evidence.source.as_str()));
+                if let (Some(register), Some(number)) =
+                    (&evidence.register, &evidence.registration_number)
+                {
+                    text.push_str(&format!(", {register} {number}"));
+                }
+                text.push(')');
+            }
+            Ok(AdminOutput::ok(text))
         }
         AdminCommand::SendTestMail { to } => {
             let body = format!(

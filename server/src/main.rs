@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use caduceus_config::{Config, LogFormat};
 use caduceus_directory::{Area, Coordinates};
-use caduceus_server::admin::{self, AdminCommand};
+use caduceus_server::admin::{self, AdminCommand, EvidenceArgs};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -57,7 +57,8 @@ enum AdminCli {
         #[command(subcommand)]
         command: TokenCli,
     },
-    /// Set a user's verification level and directory attributes, and update the directory.
+    /// Set a user's verification level, its evidence and directory attributes, and update the
+    /// directory at once; a lower level also withdraws the user's pending invites.
     SetVerification(Box<VerificationCli>),
     /// Rebuild the directory index from the stored verification records.
     Reindex,
@@ -102,6 +103,24 @@ struct VerificationCli {
     /// Keep the user out of directory searches.
     #[arg(long)]
     unlisted: bool,
+    /// How the level was established: register, roster, email_domain or officer (the default).
+    #[arg(long)]
+    source: Option<String>,
+    /// The professional register the number was matched in, such as BIG.
+    #[arg(long)]
+    register: Option<String>,
+    /// The registration number in that register.
+    #[arg(long)]
+    registration_number: Option<String>,
+    /// When the level was verified, in milliseconds since the Unix epoch; now when omitted.
+    #[arg(long)]
+    verified_at: Option<u64>,
+    /// When the level should be checked again, in milliseconds since the Unix epoch.
+    #[arg(long)]
+    next_check: Option<u64>,
+    /// A note for other administrators.
+    #[arg(long)]
+    note: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +179,14 @@ impl From<AdminCli> for AdminCommand {
                         coordinates,
                     },
                     unlisted: args.unlisted,
+                    evidence: Box::new(EvidenceArgs {
+                        source: args.source,
+                        register: args.register,
+                        registration_number: args.registration_number,
+                        verified_at: args.verified_at,
+                        next_check: args.next_check,
+                        note: args.note,
+                    }),
                 }
             }
             AdminCli::Reindex => AdminCommand::Reindex,

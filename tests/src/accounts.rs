@@ -44,9 +44,24 @@ pub fn password_auth(localpart: &str, password: &str, session: Option<&str>) -> 
 }
 
 impl TestServer {
-    /// Registers `localpart` with [`PASSWORD`], using a single-use registration token from the
-    /// admin CLI, and returns the new session.
+    /// Registers `localpart` with [`PASSWORD`] like [`TestServer::register_pending`], then
+    /// verifies the account at the `identity` level with `caduceus admin set-verification`, so
+    /// it may create rooms, invite and be invited under the server's default rules.
     pub async fn register(&self, localpart: &str) -> Account {
+        let account = self.register_pending(localpart).await;
+        self.set_verification(&account.user_id, "identity").await;
+        account
+    }
+
+    /// Sets a user's verification level with `caduceus admin set-verification`.
+    pub async fn set_verification(&self, user_id: &str, level: &str) {
+        self.admin_ok(&["set-verification", user_id, "--level", level]).await;
+    }
+
+    /// Registers `localpart` with [`PASSWORD`], using a single-use registration token from the
+    /// admin CLI, and returns the new session. The account stays at the `pending` level that
+    /// every new account starts at.
+    pub async fn register_pending(&self, localpart: &str) -> Account {
         let token = self.create_registration_token(Some(1)).await;
         let response = self.register_with_token(localpart, PASSWORD, &token).await;
         response.assert_status(200);

@@ -61,7 +61,8 @@ pub async fn get_user(
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>> {
+/// Reads the token of an `Authorization: Bearer` header; another scheme is `M_MISSING_TOKEN`.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

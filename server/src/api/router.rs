@@ -183,7 +183,8 @@ pub fn router(services: Arc<Services>) -> Router {
             post(receipt::create_receipt),
         )
         .route("/_matrix/client/v3/rooms/{roomId}/read_markers", post(receipt::set_read_markers))
-        .merge(media_routes());
+        .merge(media_routes())
+        .merge(super::admin_v1::verification::routes());
 
     client
         .fallback(unrecognized)

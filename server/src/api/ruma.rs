@@ -140,13 +140,55 @@ where
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let OptionalJsonBody(value) = OptionalJsonBody::from_request(request, state).await?;
+        value.map(Self).ok_or_else(|| {
+            Error::new(ErrorCode::NotJson, "The request body is empty; send a JSON object")
+        })
+    }
+}
+
+/// A JSON request body that may be empty (`None`), read like [`JsonBody`].
+pub struct OptionalJsonBody(pub Option<serde_json::Value>);
+
+impl<S> FromRequest<S> for OptionalJsonBody
+where
+    Arc<Services>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
         let services = Arc::<Services>::from_ref(state);
         let (parts, body) = request.into_parts();
         let body = read_body(&parts, body, services.config.server.max_request_body_bytes).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
         let value = serde_json::from_slice(&body).map_err(|error| {
             Error::new(ErrorCode::NotJson, format!("The request body is not valid JSON: {error}"))
         })?;
-        Ok(Self(value))
+        Ok(Self(Some(value)))
+    }
+}
+
+/// The sender of a request whose token is optional, for handlers that parse their request
+/// without a ruma type or whose ruma type takes no token. A token that is given must be valid.
+pub struct MaybeAuthenticated(pub Option<Sender>);
+
+impl<S> FromRequestParts<S> for MaybeAuthenticated
+where
+    Arc<Services>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self> {
+        let services = Arc::<Services>::from_ref(state);
+        let sender = authenticate(&services, parts, TokenPolicy::Optional)?;
+        if let Some(sender) = &sender {
+            tracing::Span::current().record("user_id", sender.user_id.as_str());
+        }
+        Ok(Self(sender))
     }
 }
 

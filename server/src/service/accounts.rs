@@ -110,6 +110,37 @@ impl Accounts {
         Ok(self.db.get(&USERS, &user_id.to_string())?)
     }
 
+    /// Returns up to `limit` accounts ordered by creation time, then user ID, starting after
+    /// the account `after` names as (created_ts, user ID), and whether more follow.
+    // NOTE: this reads and sorts every account per page, which is fine for one hospital's
+    // thousands of users; a table keyed by creation time would make pages independent of size.
+    pub fn users_created_after(
+        &self,
+        after: Option<&(u64, String)>,
+        limit: usize,
+    ) -> Result<(Vec<(OwnedUserId, UserRecord)>, bool)> {
+        let mut users: Vec<(u64, String, UserRecord)> = self
+            .db
+            .scan_all(&USERS)?
+            .into_iter()
+            .map(|(user_id, record)| (record.created_ts, user_id, record))
+            .filter(|(created_ts, user_id, _)| {
+                after
+                    .is_none_or(|(after_ts, after_id)| (created_ts, user_id) > (after_ts, after_id))
+            })
+            .collect();
+        users.sort_by(|left, right| (left.0, &left.1).cmp(&(right.0, &right.1)));
+        let more = users.len() > limit;
+        let page = users
+            .into_iter()
+            .take(limit)
+            .filter_map(|(_, user_id, record)| {
+                UserId::parse(&user_id).ok().map(|user_id| (user_id, record))
+            })
+            .collect();
+        Ok((page, more))
+    }
+
     /// Checks whether the user exists and is not deactivated.
     pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.get_user(user_id)?.is_some_and(|user| !user.deactivated))

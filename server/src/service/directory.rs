@@ -67,18 +67,22 @@ impl Directory {
         Ok(self.db.get(&DIRECTORY_PROFILES, &user_id.to_string())?)
     }
 
-    /// Stores a user's record, sets the verification profile field and updates the index.
-    /// Blocks while the index rebuilds, so async callers run it on a blocking thread.
+    /// Stores a user's record, sets the verification profile field (removed for pending users,
+    /// who have no badge) and updates the index, where pending users have no entry. The index
+    /// is committed before this returns, so searches see the change at once. Blocks while the
+    /// index rebuilds, so async callers run it on a blocking thread.
     pub fn set_record(&self, user_id: &UserId, record: DirectoryProfileRecord) -> Result<()> {
         let entry = self.entry(user_id, &record)?;
         entry.validate().map_err(index_error)?;
         self.db.put(&DIRECTORY_PROFILES, &user_id.to_string(), &record)?;
-        self.profiles.set_field(
-            user_id,
-            VERIFICATION_FIELD,
-            Some(json!({ "level": record.level.as_str() })),
-        )?;
-        self.index.upsert(&entry).map_err(index_error)?;
+        let pending = record.level == VerificationLevel::Pending;
+        let badge = (!pending).then(|| json!({ "level": record.level.as_str() }));
+        self.profiles.set_field(user_id, VERIFICATION_FIELD, badge)?;
+        if pending {
+            self.index.remove(user_id.as_str()).map_err(index_error)?;
+        } else {
+            self.index.upsert(&entry).map_err(index_error)?;
+        }
         self.index.commit().map_err(index_error)
     }
 
@@ -283,6 +287,7 @@ mod tests {
             }],
             listed: true,
             updated_ts: 1,
+            evidence: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod dehydrated_device;
 pub mod directory;
 pub mod filters;
+pub mod gating;
 pub mod key_backup;
 pub mod keys;
 pub mod mail;
@@ -23,6 +24,7 @@ pub(crate) mod test_support;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
+pub mod verification;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -410,8 +410,8 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
-/// Verification level and directory attributes by user ID; a user without a record is
-/// `pending`. Owner: `service::directory`.
+/// Verification level, its evidence and directory attributes by user ID; a user without a
+/// record is `pending`. Owner: `service::directory`.
 pub const DIRECTORY_PROFILES: Table<String, DirectoryProfileRecord> =
     Table::new("directory_profiles");
 
@@ -431,4 +431,58 @@ pub struct DirectoryProfileRecord {
     /// whatever this flag says.
     pub listed: bool,
     pub updated_ts: u64,
+    /// How the level was established; `None` for pending users and for records written
+    /// before evidence was stored.
+    #[serde(default)]
+    pub evidence: Option<VerificationEvidence>,
+}
+
+/// The proof behind a verification level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationEvidence {
+    pub source: EvidenceSource,
+    /// The professional register, such as BIG, RPPS or GMC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_number: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub verified_at: u64,
+    /// When the level should be checked again, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where a verification came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceSource {
+    /// A registration number matched against a professional register.
+    Register,
+    /// An HR or roster import by hospital IT.
+    Roster,
+    /// A verified email address at a trusted organisation domain.
+    EmailDomain,
+    /// An officer's approval.
+    Officer,
+}
+
+impl EvidenceSource {
+    pub const ALL: [EvidenceSource; 4] =
+        [Self::Register, Self::Roster, Self::EmailDomain, Self::Officer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Roster => "roster",
+            Self::EmailDomain => "email_domain",
+            Self::Officer => "officer",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|source| source.as_str() == value)
+    }
 }

@@ -99,7 +99,7 @@ async fn unlisted_users_are_absent() {
 #[tokio::test]
 async fn pending_user_gets_forbidden() {
     let server = TestServer::start().await;
-    let pending = server.register("pending").await;
+    let pending = server.register_pending("pending").await;
 
     let response = server.post(SEARCH, pending.token(), &json!({ "search_term": "a" })).await;
     response.assert_matrix_error(403, "M_FORBIDDEN");

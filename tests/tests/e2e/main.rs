@@ -15,6 +15,7 @@ mod e2ee;
 mod email;
 mod errors;
 mod gatekeeper;
+mod gating;
 mod media;
 mod profile;
 mod push_rules;

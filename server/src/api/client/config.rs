@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::Services;
+use crate::service::{gating, Services};
 
 /// Types the server maintains itself; clients change them through their own endpoints.
 const SERVER_MANAGED_TYPES: &[&str] = &["m.fully_read", "m.push_rules"];
@@ -81,6 +81,11 @@ pub async fn set_global(
     let event_type = body.event_type.to_string();
     ensure_client_writable(&event_type)?;
     ensure_object(body.data.json())?;
+    if event_type == gating::INVITE_PERMISSION_TYPE {
+        let content: serde_json::Value = serde_json::from_str(body.data.json().get())
+            .map_err(|error| Error::bad_json(format!("The content is not valid JSON: {error}")))?;
+        gating::parse_invite_permission(&content)?;
+    }
     services.account_data.set(&body.user_id, None, &event_type, body.data.json())?;
     Ok(set_global_v3::Response::new().into())
 }

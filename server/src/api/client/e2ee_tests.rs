@@ -47,6 +47,18 @@ async fn client(server: &TestServer, localpart: &str, device_id: &str) -> Client
         Ok(user_id) => user_id,
         Err(_) => services.local_user_id(localpart).unwrap(),
     };
+    // Verified users, because pending ones may send to-device messages only within their rooms.
+    let record = crate::storage::tables::DirectoryProfileRecord {
+        level: caduceus_directory::VerificationLevel::Identity,
+        professions: Vec::new(),
+        specialties: Vec::new(),
+        organisations: Vec::new(),
+        areas: Vec::new(),
+        listed: false,
+        updated_ts: 0,
+        evidence: None,
+    };
+    services.directory.set_record(&user_id, record).unwrap();
     let session = services.accounts.create_session(&user_id, Some(device_id.into()), None).unwrap();
     Client {
         app: crate::api::router(services.clone()),

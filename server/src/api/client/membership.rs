@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::room::member_profile;
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, Result};
-use crate::service::Services;
+use crate::service::{gating, Services};
 
 fn check_local_user(services: &Services, user_id: &UserId) -> Result<()> {
     if user_id.server_name() != services.server_name {
@@ -44,6 +44,7 @@ async fn join_room(
             .resolve_alias(alias.as_str())?
             .ok_or_else(|| Error::not_found(format!("The room alias {alias} does not exist")))?,
     };
+    gating::check_join(services, user_id, &room_id)?;
     let profile = member_profile(services, user_id)?;
     services.rooms.join(&room_id, user_id, &profile, reason).await?;
     Ok(room_id)
@@ -86,6 +87,7 @@ pub async fn knock(
             .resolve_alias(alias.as_str())?
             .ok_or_else(|| Error::not_found(format!("The room alias {alias} does not exist")))?,
     };
+    gating::check_join(&services, &sender.user_id, &room_id)?;
     services.rooms.knock(&room_id, &sender.user_id, body.reason.as_deref()).await?;
     Ok(knock_v3::Response::new(room_id).into())
 }
@@ -100,6 +102,7 @@ pub async fn invite(
         return Err(Error::forbidden("Third-party invites are not supported on this server"));
     };
     check_local_user(&services, &recipient.user_id)?;
+    gating::check_invite(&services, &sender.user_id, &recipient.user_id)?;
     services
         .rooms
         .invite(

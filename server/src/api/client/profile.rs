@@ -11,9 +11,10 @@ use ruma::api::client::profile::{
 use ruma::profile::ProfileFieldValue;
 use ruma::UserId;
 
-use crate::api::ruma::{Authenticated, JsonBody, Ruma, RumaResponse};
+use crate::api::ruma::{Authenticated, JsonBody, MaybeAuthenticated, Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::Services;
+use crate::service::accounts::Sender;
+use crate::service::{gating, Services};
 
 /// Profiles of unknown users are answered with 404, as the spec asks.
 fn ensure_user_exists(services: &Services, user_id: &UserId) -> Result<()> {
@@ -30,11 +31,22 @@ fn ensure_own_profile(sender: &UserId, target: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// Lookups of other people follow the gating rules, so a token is needed; the spec allows a
+/// 403 when the server does not disclose profiles.
+fn ensure_may_look_up(services: &Services, viewer: Option<&Sender>, target: &UserId) -> Result<()> {
+    let Some(viewer) = viewer else {
+        return Err(Error::forbidden("Log in to look up people's profiles"));
+    };
+    gating::check_lookup(services, &viewer.user_id, target)
+}
+
 pub async fn get_profile(
     State(services): State<Arc<Services>>,
+    MaybeAuthenticated(viewer): MaybeAuthenticated,
     request: Ruma<get_profile_v3::Request>,
 ) -> Result<RumaResponse<get_profile_v3::Response>> {
     let user_id = &request.body.user_id;
+    ensure_may_look_up(&services, viewer.as_ref(), user_id)?;
     ensure_user_exists(&services, user_id)?;
     let mut response = get_profile_v3::Response::new();
     for (key, value) in services.profiles.get(user_id)? {
@@ -45,9 +57,11 @@ pub async fn get_profile(
 
 pub async fn get_field(
     State(services): State<Arc<Services>>,
+    MaybeAuthenticated(viewer): MaybeAuthenticated,
     request: Ruma<get_field_v3::Request>,
 ) -> Result<RumaResponse<get_field_v3::Response>> {
     let body = &request.body;
+    ensure_may_look_up(&services, viewer.as_ref(), &body.user_id)?;
     ensure_user_exists(&services, &body.user_id)?;
     let key = body.field.as_str();
     let value = services

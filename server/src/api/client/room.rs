@@ -14,7 +14,7 @@ use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::rooms::create::CreateRoomOptions;
 use crate::service::rooms::membership::MemberProfile;
-use crate::service::Services;
+use crate::service::{gating, Services};
 
 /// The sender's display name and avatar, copied into their member events.
 pub fn member_profile(services: &Services, user_id: &ruma::UserId) -> Result<MemberProfile> {
@@ -62,6 +62,7 @@ pub async fn create_room(
             return Err(Error::not_found(format!("The user {invitee} does not exist")));
         }
     }
+    gating::check_create_room(&services, &sender.user_id, &body.invite)?;
 
     let preset = match &body.preset {
         Some(preset) => preset.to_string(),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::{Error, Result};
 use crate::service::rooms::{unknown_room, EventDraft};
-use crate::service::Services;
+use crate::service::{gating, Services};
 
 /// The state a user may read: the current state while joined, the state when they left after
 /// leaving. Returns the state group.
@@ -82,6 +82,15 @@ pub async fn send(
     let event_type = body.event_type.to_string();
     if event_type == "m.room.create" {
         return Err(Error::forbidden("The create event cannot be replaced"));
+    }
+    if event_type == "m.room.member" {
+        gating::check_member_event(
+            &services,
+            &sender.user_id,
+            &body.room_id,
+            &body.state_key,
+            &content,
+        )?;
     }
     let draft = EventDraft::state(&event_type, &body.state_key, content);
     let event_id = services.rooms.append(&body.room_id, &sender.user_id, draft, None).await?;

@@ -8,7 +8,7 @@ use ruma::api::client::to_device::send_event_to_device::v3 as send_event_to_devi
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::Result;
-use crate::service::Services;
+use crate::service::{gating, Services};
 
 pub async fn send_event_to_device(
     State(services): State<Arc<Services>>,
@@ -16,6 +16,9 @@ pub async fn send_event_to_device(
 ) -> Result<RumaResponse<send_event_to_device_v3::Response>> {
     let sender = request.sender()?;
     let body = &request.body;
+    for target in body.messages.keys() {
+        gating::check_to_device(&services, &sender.user_id, target)?;
+    }
     services.to_device.send(
         &services.accounts,
         sender,
