@@ -201,7 +201,7 @@ async fn search(server: &TestServer, account: &Account, term: &str) -> Vec<Strin
 /// Registers `localpart` as "Jan de Vries", waits for the bot's greeting, and sends `message`.
 /// Returns the account, the client and the direct chat.
 async fn greeted_person(setup: &Setup, localpart: &str) -> (Account, Person, OwnedRoomId) {
-    let account = setup.server.register(localpart).await;
+    let account = setup.server.register_pending(localpart).await;
     set_display_name(&setup.server, &account, "Jan de Vries").await;
     let mut person = Person::login(&setup.server, localpart).await;
     let room_id = person.expect_message("registration number").await;
@@ -235,15 +235,12 @@ async fn new_user_verified_with_a_big_number_enters_the_directory() {
     assert_eq!(record["specialties"], json!(["Cardiologie", "Interne geneeskunde"]));
     assert_eq!(record["areas"][0]["city"], "Utrecht");
 
-    // A medical searcher finds Jan by the register's specialty; an identity user searching the
-    // whole directory does not.
+    // A medical searcher finds Jan by the register's specialty; an identity user (what
+    // `register` makes) searching the whole directory does not.
     let searcher = server.register("searcher").await;
     let nurse = server.register("nurse").await;
     server
         .admin_ok(&["set-verification", &searcher.user_id, "--level", "medical", "--unlisted"])
-        .await;
-    server
-        .admin_ok(&["set-verification", &nurse.user_id, "--level", "identity", "--unlisted"])
         .await;
     let mut found = Vec::new();
     for _ in 0..50 {
@@ -318,14 +315,11 @@ async fn message_sent_while_the_gatekeeper_is_down_is_answered_after_restart() {
 async fn an_officer_decides_an_ambiguous_name() {
     let setup = Setup::start(3600).await;
     let server = &setup.server;
-    let officer = server.register("officer").await;
-    server
-        .admin_ok(&["set-verification", &officer.user_id, "--level", "identity", "--unlisted"])
-        .await;
+    server.register("officer").await;
     let mut officer_client = Person::login(server, "officer").await;
     let officers_room = officer_client.expect_message("!approve").await;
 
-    let johannes = server.register("johannes").await;
+    let johannes = server.register_pending("johannes").await;
     set_display_name(server, &johannes, "Johannes de Vries").await;
     let mut person = Person::login(server, "johannes").await;
     let room_id = person.expect_message("registration number").await;
