@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 pub mod as_api;
 pub mod bot;
 pub mod commands;
+pub mod crypto;
 pub mod homeserver;
 pub mod matching;
 pub mod messages;

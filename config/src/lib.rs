@@ -44,6 +44,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub email: EmailConfig,
     pub verification: VerificationConfig,
+    pub appservices: AppservicesConfig,
 }
 
 /// Identity of the server and how it listens.
@@ -79,6 +80,10 @@ pub struct RegistrationConfig {
     /// Allows anyone to register without a token (the `m.login.dummy` stage). Off by default,
     /// because only verified professionals should reach the server.
     pub open: bool,
+    /// Email domains whose addresses may register after validating the address with an emailed
+    /// code (the `m.login.email.identity` stage); subdomains count too. Empty turns registration
+    /// by email off.
+    pub trusted_email_domains: Vec<String>,
 }
 
 /// The media repository: uploads, downloads and thumbnails.
@@ -154,7 +159,7 @@ pub struct EmailConfig {
     pub smtp_host: String,
     /// The SMTP server's port: 587 for STARTTLS submission, 465 for TLS, 25 for plain SMTP.
     pub smtp_port: u16,
-    /// How the connection to the SMTP server is protected.
+    /// The protection of the connection to the SMTP server.
     pub security: SmtpSecurity,
     /// The SMTP user name. Empty means the server does not log in.
     pub username: String,
@@ -170,7 +175,7 @@ pub struct EmailConfig {
     pub mails_per_address_per_hour: u32,
 }
 
-/// How the connection to the SMTP server is protected.
+/// The protection of the connection to the SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpSecurity {
@@ -241,6 +246,35 @@ impl Default for VerificationConfig {
     }
 }
 
+/// Application services (bridges, bots and the verification gatekeeper), registered the way
+/// Synapse registers them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Registration files in Synapse's YAML format, one per application service. An invalid
+    /// file stops the start.
+    pub registration_files: Vec<PathBuf>,
+    /// The first wait before a failed transaction is sent again, in milliseconds. Each further
+    /// failure doubles it up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// The longest wait between two attempts to send a transaction, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How long the server waits for an application service to answer a user or alias query,
+    /// a ping or a transaction, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AppservicesConfig {
+    fn default() -> Self {
+        Self {
+            registration_files: Vec::new(),
+            retry_base_ms: 1000,
+            retry_max_ms: 5 * 60 * 1000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -279,7 +313,7 @@ impl Default for StorageConfig {
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { token: true, open: false }
+        Self { token: true, open: false, trusted_email_domains: Vec::new() }
     }
 }
 
@@ -319,6 +353,8 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("directory.api_keys")
             .with_list_parse_key("verification.support_users")
+            .with_list_parse_key("appservices.registration_files")
+            .with_list_parse_key("registration.trusted_email_domains")
             .source(Some(env.into_iter().collect()));
 
         let mut builder = config::Config::builder();
@@ -396,6 +432,20 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.appservices.retry_base_ms == 0
+            || self.appservices.retry_max_ms < self.appservices.retry_base_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "appservices.retry_max_ms",
+                problem: "must be at least retry_base_ms, which must be at least 1".to_owned(),
+            });
+        }
+        if self.appservices.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "appservices.request_timeout_ms",
+                problem: "is 0 but must be at least 1".to_owned(),
+            });
         }
 
         if self.storage.data_dir.as_os_str().is_empty() {

@@ -55,6 +55,24 @@ pub enum ErrorCode {
     CannotLeaveServerNoticeRoom,
     CannotOverwriteMedia,
     NotYetUploaded,
+    /// The application service to ping has no URL.
+    UrlNotSet,
+    /// The application service answered a ping with another status than 200.
+    BadStatus {
+        status: u16,
+        body: String,
+    },
+    ConnectionFailed,
+    ConnectionTimeout,
+    ThreepidInUse,
+    ThreepidNotFound,
+    ThreepidDenied,
+    ThreepidAuthFailed,
+    ThreepidMediumNotSupported,
+    ServerNotTrusted,
+    /// Not in the Client-Server API's list; the Identity Service API uses it for a malformed
+    /// address, and this server validates addresses itself.
+    InvalidEmail,
 }
 
 impl ErrorCode {
@@ -91,6 +109,17 @@ impl ErrorCode {
             Self::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
             Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::UrlNotSet => "M_URL_NOT_SET",
+            Self::BadStatus { .. } => "M_BAD_STATUS",
+            Self::ConnectionFailed => "M_CONNECTION_FAILED",
+            Self::ConnectionTimeout => "M_CONNECTION_TIMEOUT",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            Self::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
+            Self::InvalidEmail => "M_INVALID_EMAIL",
         }
     }
 
@@ -101,6 +130,7 @@ impl ErrorCode {
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
             | Self::UserLocked
+            | Self::ThreepidDenied
             | Self::WrongRoomKeysVersion { .. } => StatusCode::FORBIDDEN,
             Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -111,7 +141,8 @@ impl ErrorCode {
             Self::Unrecognized { method_not_allowed: false } => StatusCode::NOT_FOUND,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::CannotOverwriteMedia => StatusCode::CONFLICT,
-            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotYetUploaded | Self::ConnectionTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadStatus { .. } | Self::ConnectionFailed => StatusCode::BAD_GATEWAY,
             Self::BadJson
             | Self::NotJson
             | Self::Unknown
@@ -128,7 +159,15 @@ impl ErrorCode {
             | Self::RoomInUse
             | Self::InvalidRoomState
             | Self::BadState
+            | Self::CannotLeaveServerNoticeRoom
+            | Self::UrlNotSet => StatusCode::BAD_REQUEST,
             | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
+            Self::ThreepidInUse
+            | Self::ThreepidNotFound
+            | Self::ThreepidAuthFailed
+            | Self::ThreepidMediumNotSupported
+            | Self::ServerNotTrusted
+            | Self::InvalidEmail => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -223,6 +262,10 @@ fn error_body(code: &ErrorCode, message: &str) -> Map<String, Value> {
         }
         ErrorCode::WrongRoomKeysVersion { current_version } => {
             body.insert("current_version".to_owned(), json!(current_version));
+        }
+        ErrorCode::BadStatus { status, body: response } => {
+            body.insert("status".to_owned(), json!(status));
+            body.insert("body".to_owned(), json!(response));
         }
         _ => {}
     }

@@ -27,6 +27,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the database in {}", data_dir.display()))?,
     );
     let services = Services::new(config.clone(), db)?;
+    services.start_appservices().await.context("cannot start the application services")?;
 
     let admin_socket = admin::socket::listen(&data_dir, services.clone())
         .context("cannot open the admin socket")?;

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod alias;
+pub mod appservice;
 pub mod authenticated_media;
 pub mod backup;
 pub mod capabilities;
@@ -28,6 +29,7 @@ pub mod room;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod threepid;
 pub mod to_device;
 pub mod typing;
 pub mod user_directory;

@@ -14,9 +14,9 @@ use tower_http::trace::TraceLayer;
 use super::client::{
     account, alias, authenticated_media, capabilities, config, context, device, directory,
     discovery, filter, media, membership, message, profile, push, receipt, redact, register,
-    relations, room, session, state, sync, typing, user_directory,
+    relations, room, session, state, sync, threepid, typing, user_directory,
 };
-use super::client::{backup, dehydrated_device, keys, to_device};
+use super::client::{appservice, backup, dehydrated_device, keys, to_device};
 use crate::error::{Error, ErrorCode};
 use crate::service::Services;
 
@@ -33,11 +33,33 @@ pub fn router(services: Arc<Services>) -> Router {
             get(register::token_validity),
         )
         .route("/_matrix/client/v3/login", get(session::login_types).post(session::login))
+        .route("/_matrix/client/v1/appservice/{appserviceId}/ping", post(appservice::ping))
         .route("/_matrix/client/v3/logout", post(session::logout))
         .route("/_matrix/client/v3/logout/all", post(session::logout_all))
         .route("/_matrix/client/v3/account/whoami", get(account::whoami))
         .route("/_matrix/client/v3/account/password", post(account::change_password))
         .route("/_matrix/client/v3/account/deactivate", post(account::deactivate))
+        .route(
+            "/_matrix/client/v3/register/email/requestToken",
+            post(threepid::request_registration_token),
+        )
+        .route(
+            "/_matrix/client/v3/account/3pid/email/requestToken",
+            post(threepid::request_add_token),
+        )
+        .route(
+            "/_matrix/client/v3/account/password/email/requestToken",
+            post(threepid::request_password_token),
+        )
+        .route(
+            "/_caduceus/client/v1/email/submit_token",
+            get(threepid::submit_token_get).post(threepid::submit_token_post),
+        )
+        .route("/_matrix/client/v3/account/3pid", get(threepid::list))
+        .route("/_matrix/client/v3/account/3pid/add", post(threepid::add))
+        .route("/_matrix/client/v3/account/3pid/delete", post(threepid::delete))
+        .route("/_matrix/client/v3/account/3pid/bind", post(threepid::bind))
+        .route("/_matrix/client/v3/account/3pid/unbind", post(threepid::unbind))
         .route("/_matrix/client/v3/devices", get(device::list))
         .route(
             "/_matrix/client/v3/devices/{deviceId}",

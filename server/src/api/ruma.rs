@@ -19,9 +19,11 @@ use ruma::api::auth_scheme::{
 };
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
 use ruma::api::{IncomingRequest, Metadata, OutgoingResponse};
+use ruma::{OwnedDeviceId, UserId};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::Sender;
+use crate::service::appservices::Appservice;
 use crate::service::Services;
 
 mod upload;
@@ -55,8 +57,9 @@ impl AuthPolicy for AccessTokenOptional {
     const POLICY: TokenPolicy = TokenPolicy::Optional;
 }
 
-// NOTE: application service tokens are not recognised yet, so endpoints that accept one behave
-// like the access-token endpoints they also are.
+// Every endpoint that takes an access token also takes an application service's `as_token`
+// (see `authenticate`), so the endpoints that ruma marks as application-service ones need no
+// policy of their own.
 impl AuthPolicy for AppserviceToken {
     const POLICY: TokenPolicy = TokenPolicy::Required;
 }
@@ -228,6 +231,9 @@ fn authenticate(
             _ => Ok(None),
         };
     };
+    if let Some(appservice) = services.appservices.by_as_token(&token) {
+        return appservice_sender(services, appservice, parts).map(Some);
+    }
     match services.accounts.authenticate(&token)? {
         Some(sender) => {
             let ip = parts
@@ -242,6 +248,57 @@ fn authenticate(
             "The access token is not recognised; log in again",
         )),
     }
+}
+
+/// The sender of a request made with an application service's `as_token`: the service's own
+/// user, or the user named by `?user_id=` if it is in the service's user namespaces and
+/// registered. `?device_id=` picks one of that user's existing devices (MSC3202); without it the
+/// request acts from a device ID that stands for the service.
+fn appservice_sender(
+    services: &Services,
+    appservice: &Appservice,
+    parts: &http::request::Parts,
+) -> Result<Sender> {
+    let query = parts.uri.query().unwrap_or_default();
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let user_id = match param("user_id") {
+        None => appservice.sender.clone(),
+        Some(user_id) => {
+            let user_id = UserId::parse(&user_id).map_err(|_| {
+                Error::invalid_param(format!("The user_id parameter {user_id:?} is not a user ID"))
+            })?;
+            if !appservice.owns_user(&user_id) {
+                return Err(Error::forbidden(
+                    "The application service cannot act for a user outside its namespaces",
+                ));
+            }
+            if !services.accounts.is_active(&user_id)? {
+                return Err(Error::forbidden(
+                    "The application service has not registered this user",
+                ));
+            }
+            user_id
+        }
+    };
+    let device_id = match param("device_id") {
+        None => OwnedDeviceId::from(format!("appservice_{}", appservice.id())),
+        Some(device_id) => {
+            if services.accounts.get_device(&user_id, &device_id)?.is_none() {
+                return Err(Error::invalid_param(format!("{user_id} has no device {device_id:?}")));
+            }
+            OwnedDeviceId::from(device_id)
+        }
+    };
+    Ok(Sender {
+        user_id,
+        device_id,
+        access_token_hash: Vec::new(),
+        appservice_id: Some(appservice.id().to_owned()),
+    })
 }
 
 /// Reads the access token from the `Authorization: Bearer` header or, as older clients do, the

@@ -30,6 +30,8 @@ pub struct Sender {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token_hash: Vec<u8>,
+    /// The application service acting for the user, when the request carried its `as_token`.
+    pub appservice_id: Option<String>,
 }
 
 /// A new login: the token is returned once and then only its hash is kept.
@@ -298,6 +300,7 @@ impl Accounts {
             user_id,
             device_id: record.device_id.into(),
             access_token_hash: token_hash,
+            appservice_id: None,
         }))
     }
 

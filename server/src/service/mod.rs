@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod appservices;
 pub mod dehydrated_device;
 pub mod directory;
 pub mod filters;
@@ -21,6 +22,7 @@ pub mod stream;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod threepids;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
@@ -59,6 +61,8 @@ pub struct Services {
     pub dehydrated_device: Arc<dehydrated_device::DehydratedDevices>,
     pub directory: Arc<directory::Directory>,
     pub mail: mail::Mail,
+    pub appservices: Arc<appservices::Appservices>,
+    pub threepids: threepids::Threepids,
 }
 
 impl Services {
@@ -79,11 +83,19 @@ impl Services {
             &config.rooms.default_room_version,
         )?);
         keys.set_shared_rooms(rooms.clone());
+        let appservices = Arc::new(appservices::Appservices::load(
+            &config.appservices,
+            &server_name,
+            db.clone(),
+            rooms.clone(),
+            stream.clone(),
+        )?);
         let directory = Arc::new(directory::Directory::open(
             db.clone(),
             &config.storage.data_dir.join("directory"),
         )?);
         let mail = mail::Mail::new(&config.email, server_name.as_str())?;
+        let threepids = threepids::Threepids::new(db.clone(), &config);
         Ok(Arc::new(Self {
             server_name: server_name.clone(),
             accounts: accounts::Accounts::new(db.clone(), server_name.clone())
@@ -109,9 +121,24 @@ impl Services {
             dehydrated_device,
             directory,
             mail,
+            appservices,
+            threepids,
             stream,
             config,
         }))
+    }
+
+    /// Creates the sender account of every application service that has none yet and starts
+    /// delivering events to them. Called once by the running server, not by admin commands.
+    pub async fn start_appservices(&self) -> anyhow::Result<()> {
+        for appservice in self.appservices.all() {
+            if self.accounts.get_user(&appservice.sender)?.is_none() {
+                let localpart = appservice.sender.localpart();
+                self.accounts.create_user(localpart, None, false).await?;
+            }
+        }
+        self.appservices.start_delivery()?;
+        Ok(())
     }
 
     /// Parses a user ID or a bare localpart as a user of this server.

@@ -64,6 +64,7 @@ impl TestServer {
             user_id: user_id.clone(),
             device_id: OwnedDeviceId::from(device_id),
             access_token_hash: Vec::new(),
+            appservice_id: None,
         }
     }
 }

@@ -23,6 +23,7 @@ const MAX_SESSIONS: usize = 10_000;
 pub const STAGE_PASSWORD: &str = "m.login.password";
 pub const STAGE_DUMMY: &str = "m.login.dummy";
 pub const STAGE_REGISTRATION_TOKEN: &str = "m.login.registration_token";
+pub const STAGE_EMAIL_IDENTITY: &str = "m.login.email.identity";
 
 /// What a session authorises: an action, and for signed-in users, whose.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,12 @@ pub const ALL: &[&str] = &[
     MEDIA_PENDING.name(),
     MEDIA_THUMBNAILS.name(),
     DIRECTORY_PROFILES.name(),
+    EVENT_POSITIONS.name(),
+    APPSERVICE_QUEUES.name(),
+    THREEPIDS.name(),
+    USER_THREEPIDS.name(),
+    EMAIL_VALIDATIONS.name(),
+    EMAIL_VALIDATION_SECRETS.name(),
 ];
 
 /// Database-wide values such as the schema version. Owner: storage.
@@ -177,6 +183,63 @@ pub struct ProfileRecord {
     pub fields: BTreeMap<String, Value>,
 }
 
+/// Third-party identifiers of accounts by (medium, address), so an address belongs to one
+/// account at most. Email addresses are stored in lower case. Owner: `service::threepids`.
+pub const THREEPIDS: Table<(String, String), ThreepidRecord> = Table::new("threepids");
+
+/// The same identifiers by (user ID, medium, address), for listing an account's identifiers.
+/// Owner: `service::threepids`.
+pub const USER_THREEPIDS: Table<(String, String, String), ThreepidRecord> =
+    Table::new("user_threepids");
+
+/// Email validation sessions by session ID (`sid`). Owner: `service::threepids`.
+pub const EMAIL_VALIDATIONS: Table<String, EmailValidationRecord> = Table::new("email_validations");
+
+/// Session IDs by (SHA-256 of the client secret, purpose, address), so that a repeated
+/// `requestToken` finds its session. Owner: `service::threepids`.
+pub const EMAIL_VALIDATION_SECRETS: Table<(String, String, String), String> =
+    Table::new("email_validation_secrets");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreepidRecord {
+    pub user_id: String,
+    /// Milliseconds since the Unix epoch when the address was validated.
+    pub validated_at: u64,
+    /// Milliseconds since the Unix epoch when the address was added to the account.
+    pub added_at: u64,
+}
+
+/// The use of an email validation session. Each `requestToken` endpoint starts sessions for one
+/// purpose only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailPurpose {
+    Register,
+    AddThreepid,
+    ResetPassword,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailValidationRecord {
+    pub purpose: EmailPurpose,
+    /// The address in lower case.
+    pub address: String,
+    /// SHA-256 of the client secret, hex-encoded.
+    pub client_secret_hash: String,
+    /// SHA-256 of the session ID and the emailed code, hex-encoded; the code is never stored.
+    pub code_hash: String,
+    /// The highest `send_attempt` a mail was sent for.
+    pub send_attempt: u64,
+    /// Milliseconds since the Unix epoch when the current code was sent.
+    pub sent_ts: u64,
+    /// Wrong codes submitted for the current code.
+    pub failed_attempts: u32,
+    /// Milliseconds since the Unix epoch when the code was submitted correctly.
+    pub validated_ts: Option<u64>,
+    /// The URL that a browser opening the emailed link is redirected to after validation.
+    pub next_link: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegistrationTokenRecord {
     /// How many registrations the token allows; `None` for unlimited.
@@ -221,6 +284,10 @@ pub const ALIASES: Table<String, AliasRecord> = Table::new("aliases");
 /// Client transaction IDs by (user ID, device ID, transaction ID) to the event ID they created,
 /// so a retried send returns the same event. Owner: `service::rooms`.
 pub const TRANSACTIONS: Table<(String, String, String), String> = Table::new("transactions");
+
+/// Every PDU by stream position to its event ID, across rooms, so readers such as application
+/// service delivery can follow new events in order. Owner: `service::rooms`.
+pub const EVENT_POSITIONS: Table<u64, String> = Table::new("event_positions");
 
 /// Relations by (parent event ID, child stream position) to the child. Owner: `service::rooms`.
 pub const RELATIONS: Table<(String, u64), RelationRecord> = Table::new("relations");
@@ -485,4 +552,29 @@ impl EvidenceSource {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|source| source.as_str() == value)
     }
+}
+
+/// Delivery state per application service ID: how far the stream has been delivered and the
+/// transaction being sent. Owner: `service::appservices`.
+pub const APPSERVICE_QUEUES: Table<String, AppserviceQueueRecord> = Table::new("appservice_queues");
+
+/// How far events have reached one application service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppserviceQueueRecord {
+    /// Every event at or below this stream position was delivered or was of no interest.
+    pub delivered_up_to: u64,
+    /// The number of the next transaction; never reused, so transaction IDs stay unique.
+    pub next_txn: u64,
+    /// The transaction being sent, fixed before the first attempt so that every retry carries
+    /// the same ID and the same events.
+    pub in_flight: Option<PendingTransaction>,
+}
+
+/// A transaction that has not been acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTransaction {
+    pub txn_id: String,
+    /// The stream position the transaction covers up to; it becomes `delivered_up_to` once sent.
+    pub up_to: u64,
+    pub event_ids: Vec<String>,
 }

@@ -20,12 +20,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How long a client may take to see something another client did.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A logged-in matrix-sdk client that syncs in the background and reports every room message
 /// it could decrypt.
-struct Device {
-    client: TestClient,
+pub(crate) struct Device {
+    pub(crate) client: TestClient,
     messages: mpsc::UnboundedReceiver<(OwnedRoomId, String)>,
     sync_task: JoinHandle<()>,
 }
@@ -38,7 +38,7 @@ impl Drop for Device {
 
 impl Device {
     /// Logs `localpart` in on a new device and starts syncing.
-    async fn login(server: &TestServer, localpart: &str) -> Self {
+    pub(crate) async fn login(server: &TestServer, localpart: &str) -> Self {
         let client = server.sdk_client().await;
         client
             .matrix_auth()
@@ -70,12 +70,12 @@ impl Device {
         Self { client, messages, sync_task }
     }
 
-    fn user_id(&self) -> OwnedUserId {
+    pub(crate) fn user_id(&self) -> OwnedUserId {
         self.client.user_id().expect("logged in").to_owned()
     }
 
     /// Waits until this device has decrypted a message with `body` in `room_id`.
-    async fn expect_message(&mut self, room_id: &RoomId, body: &str) {
+    pub(crate) async fn expect_message(&mut self, room_id: &RoomId, body: &str) {
         let who = format!("{} ({:?})", self.user_id(), self.client.device_id());
         let wait = async {
             loop {
@@ -91,7 +91,7 @@ impl Device {
     }
 
     /// Waits until the client knows `room_id` and `user_id` is joined to it.
-    async fn wait_for_member(&self, room_id: &RoomId, user_id: &UserId) -> Room {
+    pub(crate) async fn wait_for_member(&self, room_id: &RoomId, user_id: &UserId) -> Room {
         let wait = async {
             loop {
                 if let Some(room) = self.client.get_room(room_id) {
@@ -145,7 +145,7 @@ async fn encrypted_room(owner: &Device, invitee: &Device) -> OwnedRoomId {
     room_id
 }
 
-async fn send_text(device: &Device, room_id: &RoomId, body: &str) {
+pub(crate) async fn send_text(device: &Device, room_id: &RoomId, body: &str) {
     let room = device.client.get_room(room_id).expect("the sender knows the room");
     assert!(room.latest_encryption_state().await.unwrap().is_encrypted(), "the room is encrypted");
     room.send(RoomMessageEventContent::text_plain(body)).await.expect("send a message");

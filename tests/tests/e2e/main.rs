@@ -8,6 +8,8 @@
 mod account_data;
 mod accounts;
 mod admin_cli;
+mod appservice;
+mod bot_crypto;
 mod devices;
 mod directory;
 mod discovery;
@@ -22,3 +24,4 @@ mod push_rules;
 mod restart;
 mod rooms;
 mod security;
+mod threepid;

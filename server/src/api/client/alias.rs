@@ -29,6 +29,7 @@ pub async fn create(
     let sender = request.sender()?;
     let body = &request.body;
     check_local_alias(&services, &body.room_alias)?;
+    services.appservices.check_alias_free(&body.room_alias, sender.appservice_id.as_deref())?;
     if !services.rooms.is_joined(&body.room_id, &sender.user_id)? {
         return Err(Error::forbidden("You must be in the room to give it an alias"));
     }
@@ -41,9 +42,13 @@ pub async fn get(
     request: Ruma<get_v3::Request>,
 ) -> Result<RumaResponse<get_v3::Response>> {
     let alias = &request.body.room_alias;
-    let room_id = services
-        .rooms
-        .resolve_alias(alias.as_str())?
+    let mut room_id = services.rooms.resolve_alias(alias.as_str())?;
+    // An alias in an application service's namespace may exist there first: ask the service,
+    // which creates the room and the alias if it knows it, then look again.
+    if room_id.is_none() && services.appservices.query_alias(alias).await {
+        room_id = services.rooms.resolve_alias(alias.as_str())?;
+    }
+    let room_id = room_id
         .ok_or_else(|| Error::not_found(format!("The room alias {alias} does not exist")))?;
     Ok(get_v3::Response::new(room_id, vec![services.server_name.clone()]).into())
 }

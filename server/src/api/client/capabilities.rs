@@ -15,7 +15,7 @@ pub async fn get_capabilities(request: Ruma<get_capabilities_v3::Request>) -> Re
             "m.change_password": { "enabled": true },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
+            "m.3pid_changes": { "enabled": true },
             "m.get_login_token": { "enabled": false },
             "m.profile_fields": {
                 "enabled": true,

@@ -16,12 +16,20 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::service::accounts::Sender;
 use crate::service::{gating, Services};
 
-/// Profiles of unknown users are answered with 404, as the spec asks.
-fn ensure_user_exists(services: &Services, user_id: &UserId) -> Result<()> {
-    if services.accounts.get_user(user_id)?.is_none() {
-        return Err(Error::not_found("There is no such user on this server"));
+/// Profiles of unknown users are answered with 404, as the spec asks. A user in an
+/// application service's namespace may exist there first: the service is asked, and may
+/// register the user, before the answer is given.
+async fn ensure_user_exists(services: &Services, user_id: &UserId) -> Result<()> {
+    if services.accounts.get_user(user_id)?.is_some() {
+        return Ok(());
     }
-    Ok(())
+    if user_id.server_name() == services.server_name
+        && services.appservices.query_user(user_id).await
+        && services.accounts.get_user(user_id)?.is_some()
+    {
+        return Ok(());
+    }
+    Err(Error::not_found("There is no such user on this server"))
 }
 
 fn ensure_own_profile(sender: &UserId, target: &UserId) -> Result<()> {
@@ -47,7 +55,7 @@ pub async fn get_profile(
 ) -> Result<RumaResponse<get_profile_v3::Response>> {
     let user_id = &request.body.user_id;
     ensure_may_look_up(&services, viewer.as_ref(), user_id)?;
-    ensure_user_exists(&services, user_id)?;
+    ensure_user_exists(&services, user_id).await?;
     let mut response = get_profile_v3::Response::new();
     for (key, value) in services.profiles.get(user_id)? {
         response.set(key, value);
@@ -62,7 +70,7 @@ pub async fn get_field(
 ) -> Result<RumaResponse<get_field_v3::Response>> {
     let body = &request.body;
     ensure_may_look_up(&services, viewer.as_ref(), &body.user_id)?;
-    ensure_user_exists(&services, &body.user_id)?;
+    ensure_user_exists(&services, &body.user_id).await?;
     let key = body.field.as_str();
     let value = services
         .profiles

@@ -43,9 +43,10 @@ pub async fn create_room(
                 return Err(Error::invalid_param("room_alias_name must be a bare localpart"));
             }
             let alias = format!("#{name}:{}", services.server_name);
-            ruma::RoomAliasId::parse(&alias).map_err(|_| {
+            let parsed = ruma::RoomAliasId::parse(&alias).map_err(|_| {
                 Error::invalid_param(format!("{alias:?} is not a valid room alias"))
             })?;
+            services.appservices.check_alias_free(&parsed, sender.appservice_id.as_deref())?;
             if services.rooms.resolve_alias(&alias)?.is_some() {
                 return Err(Error::new(ErrorCode::RoomInUse, "That room alias is already taken"));
             }

@@ -27,8 +27,8 @@ use super::stream::Stream;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::codec::prefix;
 use crate::storage::tables::{
-    MembershipRecord, PduRecord, RelationRecord, RoomRecord, StateMap, MEMBERSHIPS, PDUS,
-    RELATIONS, ROOMS, ROOM_MEMBERS, STATE_GROUPS, TIMELINE, TRANSACTIONS,
+    MembershipRecord, PduRecord, RelationRecord, RoomRecord, StateMap, EVENT_POSITIONS,
+    MEMBERSHIPS, PDUS, RELATIONS, ROOMS, ROOM_MEMBERS, STATE_GROUPS, TIMELINE, TRANSACTIONS,
 };
 use crate::storage::{Batch, Db};
 
@@ -70,6 +70,9 @@ pub struct Rooms {
     pub default_room_version: RoomVersionId,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     state_cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    /// Woken after every appended event, for readers that follow all rooms, such as
+    /// application service delivery.
+    appended: tokio::sync::Notify,
 }
 
 /// Looks up the rules of a room version this server supports.
@@ -105,6 +108,7 @@ impl Rooms {
             default_room_version,
             room_locks: Mutex::new(HashMap::new()),
             state_cache: Mutex::new(HashMap::new()),
+            appended: tokio::sync::Notify::new(),
         })
     }
 
@@ -468,7 +472,33 @@ impl Rooms {
             }
         }
         self.stream.notify(users.iter().map(|user| user.as_ref()));
+        self.appended.notify_waiters();
         Ok(())
+    }
+
+    /// Woken after every appended event. Create the `notified()` future before checking for
+    /// new events, so a wake-up between the check and the wait is not missed.
+    pub fn appended(&self) -> &tokio::sync::Notify {
+        &self.appended
+    }
+
+    /// Lists the PDUs of all rooms with positions in `after + 1..=up_to`, oldest first, at most
+    /// `limit` of them. Callers pass a position no higher than `Stream::visible`, so no event
+    /// committed later can appear below one already returned.
+    pub fn events_after(&self, after: u64, up_to: u64, limit: usize) -> Result<Vec<PduRecord>> {
+        use crate::storage::KeyCodec;
+        let start = (after + 1).encode_key();
+        let end = up_to.saturating_add(1).encode_key();
+        let mut pdus = Vec::new();
+        for (_, event_id) in self.db.scan_between(&EVENT_POSITIONS, &start, &end)? {
+            if pdus.len() >= limit {
+                break;
+            }
+            if let Some(pdu) = self.db.get(&PDUS, &event_id)? {
+                pdus.push(pdu);
+            }
+        }
+        Ok(pdus)
     }
 
     fn build_event(
@@ -589,6 +619,7 @@ impl Rooms {
         let room_id = record.room_id.to_string();
         batch.put(&PDUS, &record.event_id.to_string(), record);
         batch.put(&TIMELINE, &(room_id.clone(), record.position), &record.event_id.to_string());
+        batch.put(&EVENT_POSITIONS, &record.position, &record.event_id.to_string());
 
         if draft.event_type == "m.room.member" {
             if let (Some(target), Some(membership)) = (&draft.state_key, record.membership()) {
