@@ -137,7 +137,16 @@ impl Bot {
                 Err(error) => tracing::warn!(%error, "the bot could not log in to get a device"),
             }
         }
-        self.prepare_officers_room().await
+        match self.prepare_officers_room().await {
+            Err(error) if error.is_transient() => Err(error),
+            // An officer account that does not exist yet must not keep the bot from starting;
+            // the room is made again when the first case needs it.
+            Err(error) => {
+                tracing::warn!(%error, "cannot prepare the officers' room");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     async fn prepare_officers_room(&mut self) -> Result<(), HsError> {
@@ -432,6 +441,11 @@ impl Bot {
             })
             .unwrap_or(0);
         tracing::info!(%user_id, case = id, "sent a case to the officers");
+        if self.store.read(|state| state.officers_room.is_none()) {
+            if let Err(error) = self.prepare_officers_room().await {
+                tracing::warn!(%error, "cannot prepare the officers' room");
+            }
+        }
         match self.store.read(|state| state.officers_room.clone()) {
             Some(room_id) => self.send(&room_id, &messages::case_posted(id, &case)).await?,
             None => tracing::warn!(case = id, "no officers' room to post the case to"),

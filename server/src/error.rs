@@ -161,7 +161,7 @@ impl ErrorCode {
             | Self::BadState
             | Self::CannotLeaveServerNoticeRoom
             | Self::UrlNotSet => StatusCode::BAD_REQUEST,
-            | Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
+            Self::CannotLeaveServerNoticeRoom => StatusCode::BAD_REQUEST,
             Self::ThreepidInUse
             | Self::ThreepidNotFound
             | Self::ThreepidAuthFailed
