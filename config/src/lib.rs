@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod appservice;
+
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "CADUCEUS";
 

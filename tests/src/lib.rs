@@ -10,8 +10,11 @@
 //! The tests run the binary that is already built. `cargo test --workspace` builds it, because
 //! the server crate has tests of its own. `cargo test -p caduceus-tests` does not, so run
 //! `cargo build -p caduceus-server` first, or set `CADUCEUS_BIN` to the binary to test.
+//! [`TestAppservice`] runs `caduceus-appservice`, found next to `caduceus` or through
+//! `CADUCEUS_APPSERVICE_BIN`; build it with `cargo build -p caduceus-appservice`.
 
 mod accounts;
+mod appservice;
 mod http;
 mod sdk;
 mod server;
@@ -19,6 +22,7 @@ mod smtp;
 mod spec;
 
 pub use accounts::{password_auth, Account, PASSWORD};
+pub use appservice::{appservice_binary, TestAppservice, BOT_LOCALPART};
 pub use http::{encode_path_segment, ApiResponse};
 pub use sdk::{uiaa_password, TestClient};
 pub use server::{caduceus_binary, AdminOutput, TestServer, SERVER_NAME, SEVERAL_PRIMARY_DEVICES};

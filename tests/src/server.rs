@@ -34,6 +34,8 @@ pub struct TestServer {
     dir: TempDir,
     port: u16,
     env: Vec<(String, String)>,
+    /// TOML appended to the config file the harness writes.
+    extra_config: String,
     child: Option<Child>,
     http: reqwest::Client,
     output_printed: bool,
@@ -82,6 +84,12 @@ impl TestServer {
     /// The listen address, data directory and server name come from a config file that the
     /// harness writes, so `env` must not set them.
     pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_with_config("", env).await
+    }
+
+    /// Starts a server like [`TestServer::start_with_env`], with `extra_config` (whole TOML
+    /// sections, such as `[appservices]`) appended to the config file the harness writes.
+    pub async fn start_with_config(extra_config: &str, env: &[(&str, &str)]) -> Self {
         let binary = caduceus_binary();
         assert!(
             binary.is_file(),
@@ -102,6 +110,7 @@ impl TestServer {
             dir,
             port: free_loopback_port(),
             env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+            extra_config: extra_config.to_owned(),
             child: None,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -241,7 +250,8 @@ impl TestServer {
              data_dir = {data_dir}\n",
             port = self.port,
             data_dir = toml_string(data_dir),
-        );
+        ) + "\n"
+            + self.extra_config.as_str();
         fs::write(self.config_path(), config).expect("failed to write the server config file");
     }
 
@@ -315,13 +325,13 @@ impl Drop for TestServer {
 ///
 /// NOTE: another process can take the port between this call and the server's bind. Tests
 /// then fail at start-up with the server's "address in use" error in the output.
-fn free_loopback_port() -> u16 {
+pub(crate) fn free_loopback_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .expect("failed to bind a free port on 127.0.0.1");
     listener.local_addr().expect("failed to read the bound port").port()
 }
 
-fn append_to(path: &Path) -> File {
+pub(crate) fn append_to(path: &Path) -> File {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -330,7 +340,7 @@ fn append_to(path: &Path) -> File {
 }
 
 /// Quotes `value` as a TOML basic string.
-fn toml_string(value: &str) -> String {
+pub(crate) fn toml_string(value: &str) -> String {
     let mut quoted = String::with_capacity(value.len() + 2);
     quoted.push('"');
     for character in value.chars() {

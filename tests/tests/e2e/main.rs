@@ -17,6 +17,7 @@ mod discovery;
 mod e2ee;
 mod email;
 mod errors;
+mod gatekeeper;
 mod gating;
 mod invitations;
 mod media;
