@@ -27,10 +27,10 @@ use std::fmt;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
-/// The least score that counts as a match.
+/// Minimum score that counts as a match.
 pub const MATCH_THRESHOLD: u8 = 90;
 
-/// The least score that goes to an officer instead of being refused.
+/// Minimum score that goes to an officer for review instead of being rejected.
 pub const REVIEW_THRESHOLD: u8 = 50;
 
 /// Titles and post-nominal letters left out of the comparison.

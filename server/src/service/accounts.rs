@@ -41,13 +41,12 @@ pub struct Sender {
     /// The application service acting for the user, when the request carried its `as_token`.
     pub appservice_id: Option<String>,
     /// Whether the `[rate_limits]` checks skip this sender: an application service whose
-    /// registration says `rate_limited: false`.
+    /// registration sets `rate_limited: false`.
     pub rate_limit_exempt: bool,
 }
 
 impl Sender {
-    /// Returns whether the `[rate_limits]` checks skip this sender, as they must for an
-    /// application service whose registration says `rate_limited: false`.
+    /// Returns whether the `[rate_limits]` checks skip this sender.
     pub fn is_rate_limit_exempt(&self) -> bool {
         self.rate_limit_exempt
     }

@@ -160,6 +160,10 @@ impl Services {
             UserId::parse_with_server_name(user.to_lowercase(), &self.server_name)
         };
         match parsed {
+            // ruma accepts an empty localpart for historical IDs, but no account can have one.
+            Ok(user_id) if user_id.localpart().is_empty() => {
+                Err(Error::invalid_param(format!("{user:?} is missing a localpart")))
+            }
             Ok(user_id) if user_id.server_name() == self.server_name => Ok(user_id),
             Ok(_) => Err(Error::forbidden("That user is not on this server")),
             Err(_) => Err(Error::invalid_param(format!("{user:?} is not a valid user ID"))),
@@ -170,4 +174,18 @@ impl Services {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support;
+
+    #[test]
+    fn local_user_id_rejects_empty_localpart() {
+        let server = test_support::server();
+
+        assert!(server.services.local_user_id("").is_err());
+        assert!(server.services.local_user_id("@:localhost").is_err());
+        assert_eq!(server.services.local_user_id("Alice").unwrap().as_str(), "@alice:localhost");
+    }
 }
