@@ -27,4 +27,4 @@ pub use http::{encode_path_segment, ApiResponse};
 pub use sdk::{uiaa_password, TestClient};
 pub use server::{caduceus_binary, AdminOutput, TestServer, SERVER_NAME, SEVERAL_PRIMARY_DEVICES};
 pub use smtp::{ReceivedMail, SmtpServer};
-pub use spec::{assert_matches_spec, validate_response};
+pub use spec::{assert_matches_spec, assert_transaction_matches_spec, validate_response};

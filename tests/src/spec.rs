@@ -1,7 +1,9 @@
-//! Validation of response bodies against the Matrix Client-Server API OpenAPI definitions.
+//! Validation of response bodies against the Matrix Client-Server API OpenAPI definitions, and
+//! of the transactions the homeserver sends against the Application Service API's.
 //!
-//! The definitions live in `spec/client-server-api.json` (OpenAPI 3.1 with every schema
-//! inlined, see `spec/README.md`). Each response schema is compiled as JSON Schema draft
+//! The definitions live in `spec/client-server-api.json` and
+//! `spec/application-service-api.json` (OpenAPI 3.1 with every schema inlined, see
+//! `spec/README.md`). Each response schema is compiled as JSON Schema draft
 //! 2020-12, the dialect OpenAPI 3.1 uses, with `format` checked for the Matrix identifier
 //! formats.
 
@@ -13,20 +15,60 @@ use jsonschema::{Draft, Validator};
 use serde_json::Value;
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/client-server-api.json");
+const APPSERVICE_SPEC_PATH: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/spec/application-service-api.json");
 
 /// Maximum length of a body printed in a validation failure, in bytes.
 const MAX_PRINTED_BODY: usize = 4000;
 
 type ValidatorCache = Mutex<HashMap<(String, String, String), Arc<Validator>>>;
 
+fn read_spec(path: &str) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("failed to read {path}: {error}"));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{path} is not valid JSON: {error}"))
+}
+
 fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(SPEC_PATH)
-            .unwrap_or_else(|error| panic!("failed to read {SPEC_PATH}: {error}"));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|error| panic!("{SPEC_PATH} is not valid JSON: {error}"))
-    })
+    SPEC.get_or_init(|| read_spec(SPEC_PATH))
+}
+
+/// Panics unless `body` matches the Application Service API's schema for the body of
+/// `PUT /_matrix/app/v1/transactions/{txnId}`.
+pub fn assert_transaction_matches_spec(body: &Value) {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let spec = read_spec(APPSERVICE_SPEC_PATH);
+        let schema = &spec["paths"]["/_matrix/app/v1/transactions/{txnId}"]["put"]["requestBody"]
+            ["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "the spec has no schema for transaction bodies");
+        build_validator(schema, "PUT /_matrix/app/v1/transactions/{txnId} request body")
+    });
+    let mut violations = String::new();
+    for error in validator.iter_errors(body) {
+        let _ = writeln!(violations, "  - at {}: {error}", error.instance_path.as_str());
+    }
+    assert!(
+        violations.is_empty(),
+        "the transaction does not match the spec's schema:\n{violations}body:\n{}",
+        printable(body)
+    );
+}
+
+/// Compiles a schema of the spec as JSON Schema draft 2020-12 with the Matrix formats checked.
+fn build_validator(schema: &Value, label: &str) -> Validator {
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_format("mx-user-id", is_user_id)
+        .with_format("mx-room-id", is_room_id)
+        .with_format("mx-event-id", is_event_id)
+        .with_format("mx-room-alias", is_room_alias)
+        .with_format("mx-server-name", is_server_name)
+        .with_format("mx-mxc-uri", is_mxc_uri)
+        .build(schema)
+        .unwrap_or_else(|error| panic!("the spec's schema for {label} does not compile: {error}"))
 }
 
 fn validator_cache() -> &'static ValidatorCache {
@@ -168,24 +210,8 @@ fn compiled_validator(
     let key = (method.to_owned(), path_template.to_owned(), response_key.to_owned());
     let mut cache = validator_cache().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let validator = cache.entry(key).or_insert_with(|| {
-        let validator = jsonschema::options()
-            .with_draft(Draft::Draft202012)
-            .should_validate_formats(true)
-            .with_format("mx-user-id", is_user_id)
-            .with_format("mx-room-id", is_room_id)
-            .with_format("mx-event-id", is_event_id)
-            .with_format("mx-room-alias", is_room_alias)
-            .with_format("mx-server-name", is_server_name)
-            .with_format("mx-mxc-uri", is_mxc_uri)
-            .build(schema)
-            .unwrap_or_else(|error| {
-                panic!(
-                    "the spec's schema for {} {path_template} -> {response_key} does not \
-                     compile: {error}",
-                    method.to_ascii_uppercase()
-                )
-            });
-        Arc::new(validator)
+        let label = format!("{} {path_template} -> {response_key}", method.to_ascii_uppercase());
+        Arc::new(build_validator(schema, &label))
     });
     Arc::clone(validator)
 }

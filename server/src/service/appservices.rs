@@ -1,6 +1,6 @@
 //! Application services: the registrations read at start, lookups by token and namespace, the
 //! requests the server makes to them (user and alias queries, pings) and the delivery of
-//! events in transactions (`delivery.rs`).
+//! events, typing notifications and receipts in transactions (`delivery.rs`).
 //!
 //! Outbound requests go only to the `url` of a registration, which hospital IT wrote; nothing a
 //! client sends chooses where the server connects.
@@ -8,13 +8,14 @@
 pub mod delivery;
 pub mod registration;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caduceus_config::AppservicesConfig;
 use ruma::{RoomAliasId, ServerName, UserId};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 pub use self::registration::Appservice;
 use super::rooms::Rooms;
@@ -33,6 +34,11 @@ pub struct Appservices {
     db: Arc<Db>,
     rooms: Arc<Rooms>,
     stream: Arc<Stream>,
+    /// Typing notifications and receipts waiting for the next transaction, by service ID.
+    /// Kept in memory only: they are of no use after a restart.
+    ephemeral: Mutex<HashMap<String, VecDeque<Value>>>,
+    /// Wakes the delivery tasks when ephemeral events are queued.
+    ephemeral_added: Notify,
 }
 
 impl Appservices {
@@ -75,6 +81,8 @@ impl Appservices {
             db,
             rooms,
             stream,
+            ephemeral: Mutex::new(HashMap::new()),
+            ephemeral_added: Notify::new(),
         })
     }
 

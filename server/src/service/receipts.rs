@@ -26,7 +26,7 @@ impl Receipts {
         Self { db, stream }
     }
 
-    /// Stores a receipt and returns its stream position. The caller wakes the room's members.
+    /// Stores a receipt and returns it. The caller wakes the room's members.
     pub fn set(
         &self,
         room_id: &RoomId,
@@ -34,7 +34,7 @@ impl Receipts {
         receipt_type: &str,
         thread_id: Option<&str>,
         event_id: &str,
-    ) -> Result<u64> {
+    ) -> Result<ReceiptRecord> {
         let position = self.stream.next()?;
         let record = ReceiptRecord {
             event_id: event_id.to_owned(),
@@ -45,7 +45,7 @@ impl Receipts {
         };
         let key = (room_id.to_string(), user_id.to_string(), receipt_key(receipt_type, thread_id));
         self.db.put(&RECEIPTS, &key, &record)?;
-        Ok(position.get())
+        Ok(record)
     }
 
     /// Lists every receipt in the room as (user ID, receipt).

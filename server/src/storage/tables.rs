@@ -648,6 +648,9 @@ pub struct PendingTransaction {
     /// The stream position the transaction covers up to; it becomes `delivered_up_to` once sent.
     pub up_to: u64,
     pub event_ids: Vec<String>,
+    /// Typing notifications and receipts for a service with `receive_ephemeral`, as sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral: Vec<serde_json::Value>,
 }
 
 /// Invitations by the registration token they carry. Owner: `service::invitations`.

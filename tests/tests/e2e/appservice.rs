@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use caduceus_tests::{caduceus_binary, encode_path_segment, TestServer};
+use caduceus_tests::{
+    assert_transaction_matches_spec, caduceus_binary, encode_path_segment, TestServer,
+};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -291,6 +293,7 @@ as_token: "{AS_TOKEN}"
 hs_token: "{HS_TOKEN}"
 sender_localpart: bridgebot
 rate_limited: false
+receive_ephemeral: true
 org.caduceus.gatekeeper: true
 namespaces:
   users:
@@ -683,7 +686,117 @@ async fn transactions_arrive_in_order_across_an_appservice_outage() {
     for key in ["event_id", "room_id", "sender", "type", "origin_server_ts", "content"] {
         assert!(event.get(key).is_some(), "events are in the client format: {event}");
     }
+    for (_, body) in &recorded.delivered {
+        assert_transaction_matches_spec(body);
+    }
     assert_eq!(recorded.bad_auth, 0);
+}
+
+impl TestAppservice {
+    /// Returns the `ephemeral` events of every acknowledged transaction, in order.
+    fn delivered_ephemeral(&self) -> Vec<Value> {
+        let recorded = self.state.recorded.lock().unwrap();
+        recorded
+            .delivered
+            .iter()
+            .flat_map(|(_, body)| body["ephemeral"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Returns the receipts in ephemeral events as (room ID, event ID, receipt type, user ID).
+fn receipts_in(ephemeral: &[Value]) -> Vec<(String, String, String, String)> {
+    let mut receipts = Vec::new();
+    for event in ephemeral.iter().filter(|event| event["type"] == "m.receipt") {
+        let room_id = event["room_id"].as_str().unwrap_or_default();
+        for (event_id, types) in event["content"].as_object().into_iter().flatten() {
+            for (receipt_type, users) in types.as_object().into_iter().flatten() {
+                for user_id in users.as_object().into_iter().flatten().map(|(user, _)| user) {
+                    receipts.push((
+                        room_id.to_owned(),
+                        event_id.clone(),
+                        receipt_type.clone(),
+                        user_id.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    receipts
+}
+
+#[tokio::test]
+async fn ephemeral_events_reach_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let appservice = TestAppservice::start().await;
+    let files = write_registrations(dir.path(), &appservice.url(), None);
+    let server = start_server(&files).await;
+    let (alice, room_id) = shared_room(&server).await;
+    let event_id = send_text(&server, alice.token(), None, &room_id, 0).await;
+    appservice.wait_for_events(std::slice::from_ref(&event_id)).await;
+
+    let room = encode_path_segment(&room_id);
+    let typing = format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_path());
+    let body = json!({ "typing": true, "timeout": 30000 });
+    server.put(&typing, alice.token(), &body).await.assert_status(200);
+    let receipt = |kind: &str| {
+        format!("/_matrix/client/v3/rooms/{room}/receipt/{kind}/{}", encode_path_segment(&event_id))
+    };
+    server.post(&receipt("m.read"), alice.token(), &json!({})).await.assert_status(200);
+    // Alice's private receipt is hers alone; bob's belongs to the service's namespace.
+    server.post(&receipt("m.read.private"), alice.token(), &json!({})).await.assert_status(200);
+    let bob = "@bridge_bob:localhost";
+    server
+        .post(&as_user(&receipt("m.read.private"), bob), Some(AS_TOKEN), &json!({}))
+        .await
+        .assert_status(200);
+
+    let expected = [
+        (room_id.clone(), event_id.clone(), "m.read".to_owned(), alice.user_id.clone()),
+        (room_id.clone(), event_id.clone(), "m.read.private".to_owned(), bob.to_owned()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ephemeral = loop {
+        let ephemeral = appservice.delivered_ephemeral();
+        let receipts = receipts_in(&ephemeral);
+        if expected.iter().all(|receipt| receipts.contains(receipt)) {
+            break ephemeral;
+        }
+        assert!(Instant::now() < deadline, "receipts missing; ephemeral so far: {ephemeral:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let typing_events: Vec<&Value> =
+        ephemeral.iter().filter(|event| event["type"] == "m.typing").collect();
+    assert!(
+        typing_events.iter().any(|event| event["room_id"] == room_id.as_str()
+            && event["content"]["user_ids"] == json!([alice.user_id])),
+        "alice's typing is missing: {ephemeral:?}"
+    );
+    let private_of_alice =
+        (room_id.clone(), event_id.clone(), "m.read.private".to_owned(), alice.user_id.clone());
+    assert!(
+        !receipts_in(&ephemeral).contains(&private_of_alice),
+        "a private receipt of someone outside the namespace leaked: {ephemeral:?}"
+    );
+
+    // Stopping to type is news too.
+    server.put(&typing, alice.token(), &json!({ "typing": false })).await.assert_status(200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stopped = appservice
+            .delivered_ephemeral()
+            .iter()
+            .any(|event| event["type"] == "m.typing" && event["content"]["user_ids"] == json!([]));
+        if stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the end of typing never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = appservice.state.recorded.lock().unwrap();
+    for (_, body) in &recorded.delivered {
+        assert_transaction_matches_spec(body);
+    }
 }
 
 #[tokio::test]

@@ -38,10 +38,22 @@ fn store_receipt(
     thread: Option<&str>,
     event_id: &EventId,
 ) -> Result<()> {
-    services.receipts.set(room_id, user_id, receipt_type, thread, event_id.as_str())?;
+    let record =
+        services.receipts.set(room_id, user_id, receipt_type, thread, event_id.as_str())?;
     let members = services.rooms.joined_members(room_id)?;
     services.stream.notify(members.iter().map(|user| user.as_ref()));
-    Ok(())
+
+    let mut receipt = json!({ "ts": record.ts });
+    if let Some(thread) = thread {
+        receipt["thread_id"] = json!(thread);
+    }
+    let event = json!({
+        "type": "m.receipt",
+        "room_id": room_id,
+        "content": { event_id.as_str(): { receipt_type: { user_id.as_str(): receipt } } },
+    });
+    let private_to = (receipt_type == "m.read.private").then_some(user_id);
+    services.appservices.push_ephemeral(room_id, event, private_to)
 }
 
 fn set_fully_read(
