@@ -7,27 +7,47 @@
 //! handling was cut short by a crash is handled again after the restart, which at worst sends
 //! one answer twice.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use caduceus_config::appservice::AppserviceConfig;
+use ruma::serde::Raw;
+use ruma::{OwnedDeviceId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::commands::{parse_officer_command, parse_user_message, OfficerCommand, UserRequest};
+use crate::crypto::{BotCrypto, Decrypted, ReceivedRoomKey};
 use crate::homeserver::{Evidence, Homeserver, HsError, UserRecord, Verification};
 use crate::matching::{compare, Outcome};
 use crate::messages;
 use crate::registers::{RegisterEntry, Registers};
 use crate::rosters::{trusted_domain, Rosters};
-use crate::state::{Grant, ReviewCase, Store};
+use crate::state::{AwaitingKey, Grant, ReviewCase, Store};
 
 /// Failed attempts after which an event is given up.
 const MAX_ATTEMPTS: u32 = 8;
 
 /// How many accounts one request to the account list returns.
 const USERS_PAGE: u32 = 100;
+
+/// How long an encrypted message may wait for its room key before the bot tells its sender to
+/// send it again.
+const KEY_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// The folder of the bot's crypto store, inside the data dir.
+const CRYPTO_DIR: &str = "crypto";
+
+/// Whether an encrypted message was dealt with or waits for its room key.
+enum KeyWait {
+    Done,
+    /// Waiting for the Megolm session named here, when the event names one.
+    Waiting(Option<String>),
+}
 
 /// The bot and everything it works with.
 pub struct Bot {
@@ -36,13 +56,36 @@ pub struct Bot {
     store: Arc<Store>,
     registers: Registers,
     rosters: Rosters,
+    /// The bot's own device for encrypted rooms, once it has logged in and opened its store.
+    crypto: Option<BotCrypto>,
+    /// The task that syncs the bot's device for to-device messages.
+    crypto_sync: Option<JoinHandle<()>>,
+    /// Whether each room the bot has sent to is encrypted.
+    encrypted_rooms: HashMap<String, bool>,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if let Some(task) = self.crypto_sync.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Bot {
     pub fn new(config: AppserviceConfig, hs: Homeserver, store: Arc<Store>) -> Self {
         let registers = Registers::new(&config.registers);
         let rosters = Rosters::new(&config.rosters);
-        Self { config, hs, store, registers, rosters }
+        Self {
+            config,
+            hs,
+            store,
+            registers,
+            rosters,
+            crypto: None,
+            crypto_sync: None,
+            encrypted_rooms: HashMap::new(),
+        }
     }
 
     fn bot_user_id(&self) -> &str {
@@ -58,6 +101,9 @@ impl Bot {
         self.registers.refresh();
         self.rosters.refresh();
         self.start_up(&shutdown).await;
+        let mut room_keys = self.crypto.as_ref().map(BotCrypto::subscribe_room_keys);
+        // Keys that arrived while the bot was stopped are in the store already.
+        self.retry_awaiting_keys(None).await;
 
         let every = |secs: u64| {
             let mut timer = interval(Duration::from_secs(secs));
@@ -78,11 +124,23 @@ impl Bot {
                     None => std::future::pending().await,
                 }
             };
+            let room_key = async {
+                match room_keys.as_mut() {
+                    Some(receiver) => receiver.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.notified() => return,
                 () = inbox_ready.notified(), if retry_at.is_none() => {}
                 () = retry => retry_at = None,
+                key = room_key => match key {
+                    // The sender lives in `BotCrypto`, which the bot keeps, so this is not expected.
+                    Err(RecvError::Closed) => room_keys = None,
+                    key => self.room_key_arrived(key).await,
+                },
                 _ = users_timer.tick() => {
+                    self.retry_awaiting_keys(None).await;
                     if self.rosters.refresh() {
                         self.scan_accounts(true).await;
                     }
@@ -125,16 +183,11 @@ impl Bot {
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => tracing::warn!(%error, "cannot set the bot's display name"),
         }
-        let device_id = self.store.read(|state| state.device_id.clone());
-        if device_id.is_none() {
-            // The bot works without a device of its own; only encryption needs one.
-            match self.hs.login(None).await {
-                Ok((_, device_id)) if !device_id.is_empty() => {
-                    tracing::info!(%device_id, "the bot logged in");
-                    self.save(|state| state.device_id = Some(device_id));
-                }
-                Ok(_) => tracing::warn!("the bot's login returned no device ID"),
-                Err(error) => tracing::warn!(%error, "the bot could not log in to get a device"),
+        match self.start_encryption().await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                tracing::error!(%error, "the bot cannot use end-to-end encryption; it opens unencrypted chats");
             }
         }
         match self.prepare_officers_room().await {
@@ -147,6 +200,54 @@ impl Bot {
             }
             Ok(()) => Ok(()),
         }
+    }
+
+    /// Logs the bot in on its own device, opens the device's crypto store and starts the
+    /// device's sync. Does nothing when encryption is running already.
+    async fn start_encryption(&mut self) -> Result<(), HsError> {
+        if self.crypto.is_some() {
+            return Ok(());
+        }
+
+        let store_dir = self.config.service.data_dir.join(CRYPTO_DIR);
+        // A device whose keys were lost must not be used again: others still hold its old
+        // public keys and would encrypt for keys the bot no longer has.
+        let saved_device = self
+            .store
+            .read(|state| state.device_id.clone())
+            .filter(|_| store_dir.join("matrix-sdk-crypto.sqlite3").exists());
+
+        // Logging in with the saved device ID keeps the device and its keys and replaces the
+        // access token of the previous run.
+        let (access_token, device_id) = self.hs.login(saved_device.as_deref()).await?;
+        if access_token.is_empty() || device_id.is_empty() {
+            tracing::error!("the bot's login returned no access token or device ID");
+            return Ok(());
+        }
+        self.save(|state| state.device_id = Some(device_id.clone()));
+
+        let Ok(user_id) = UserId::parse(self.bot_user_id()) else {
+            tracing::error!(user_id = %self.bot_user_id(), "the bot's user ID is invalid");
+            return Ok(());
+        };
+        let device_id = OwnedDeviceId::from(device_id);
+        let crypto = BotCrypto::open(
+            &self.config.homeserver.url,
+            &user_id,
+            &device_id,
+            &access_token,
+            &store_dir,
+        )
+        .await?;
+        tracing::info!(%device_id, "the bot's device is ready for encrypted rooms");
+
+        let syncing = crypto.clone();
+        self.crypto_sync = Some(tokio::spawn(async move {
+            let Err(error) = syncing.run_sync().await;
+            tracing::error!(%error, "the bot's device stopped syncing; restart the gatekeeper");
+        }));
+        self.crypto = Some(crypto);
+        Ok(())
     }
 
     async fn prepare_officers_room(&mut self) -> Result<(), HsError> {
@@ -171,8 +272,14 @@ impl Bot {
         }
         let room_id = self
             .hs
-            .create_room(&self.config.officers.users, false, false, Some("Verification officers"))
+            .create_room(
+                &self.config.officers.users,
+                false,
+                self.crypto.is_some(),
+                Some("Verification officers"),
+            )
             .await?;
+        self.encrypted_rooms.insert(room_id.clone(), self.crypto.is_some());
         tracing::info!(%room_id, "created the officers' room");
         self.save(|state| state.officers_room = Some(room_id.clone()));
         self.send(&room_id, messages::officer_help()).await
@@ -186,16 +293,71 @@ impl Bot {
         }
     }
 
-    async fn send(&self, room_id: &str, text: &str) -> Result<(), HsError> {
+    /// Sends a notice to a room, encrypted when the room is.
+    async fn send(&mut self, room_id: &str, text: &str) -> Result<(), HsError> {
         let content = json!({ "msgtype": "m.notice", "body": text });
-        self.hs.send_event(room_id, "m.room.message", &content).await?;
+        let Some(crypto) = self.crypto.clone() else {
+            self.hs.send_event(room_id, "m.room.message", &content).await?;
+            return Ok(());
+        };
+        let encrypted = match self.encrypted_rooms.get(room_id) {
+            Some(encrypted) => *encrypted,
+            None => {
+                let encrypted = self.hs.is_encrypted(room_id).await?;
+                self.encrypted_rooms.insert(room_id.to_owned(), encrypted);
+                encrypted
+            }
+        };
+        if !encrypted {
+            self.hs.send_event(room_id, "m.room.message", &content).await?;
+            return Ok(());
+        }
+        let Ok(room) = RoomId::parse(room_id) else {
+            tracing::warn!(%room_id, "cannot send to a room with an invalid ID");
+            return Ok(());
+        };
+        let members: Vec<OwnedUserId> = self
+            .hs
+            .joined_and_invited(room_id)
+            .await?
+            .iter()
+            .filter_map(|member| UserId::parse(member).ok())
+            .collect();
+        crypto.send_encrypted(&room, &members, "m.room.message", &content).await?;
         Ok(())
     }
 
-    /// Sends a message to a user in their direct chat, opening one if needed.
+    /// Sends a message to a user in their direct chat, opening one if needed. Until they have
+    /// joined a chat the bot opened, the message waits for them.
     async fn tell(&mut self, user_id: &str, text: &str) -> Result<(), HsError> {
         let room_id = self.direct_room(user_id).await?;
+        let waiting = self.store.read(|state| state.awaiting_join.contains_key(&room_id));
+        if waiting {
+            self.save(|state| {
+                state.awaiting_join.entry(room_id).or_default().push(text.to_owned());
+            });
+            return Ok(());
+        }
         self.send(&room_id, text).await
+    }
+
+    /// Sends the messages that waited for a person to join their direct chat, oldest first.
+    async fn flush_awaiting_join(&mut self, room_id: &str) -> Result<(), HsError> {
+        while let Some(text) = self
+            .store
+            .read(|state| state.awaiting_join.get(room_id).and_then(|texts| texts.first().cloned()))
+        {
+            self.send(room_id, &text).await?;
+            self.save(|state| {
+                if let Some(texts) = state.awaiting_join.get_mut(room_id) {
+                    texts.remove(0);
+                }
+            });
+        }
+        self.save(|state| {
+            state.awaiting_join.remove(room_id);
+        });
+        Ok(())
     }
 
     /// Returns the direct chat with a user, creating it and recording it in the bot's
@@ -204,8 +366,13 @@ impl Bot {
         if let Some(room_id) = self.store.read(|state| state.dm_rooms.get(user_id).cloned()) {
             return Ok(room_id);
         }
-        let room_id = self.hs.create_room(&[user_id.to_owned()], true, false, None).await?;
-        tracing::info!(%user_id, %room_id, "opened a direct chat");
+        let encrypted = self.crypto.is_some();
+        let room_id = self.hs.create_room(&[user_id.to_owned()], true, encrypted, None).await?;
+        tracing::info!(%user_id, %room_id, encrypted, "opened a direct chat");
+        self.encrypted_rooms.insert(room_id.clone(), encrypted);
+        self.save(|state| {
+            state.awaiting_join.insert(room_id.clone(), Vec::new());
+        });
         self.remember_direct_room(user_id, &room_id).await;
         Ok(room_id)
     }
@@ -256,21 +423,117 @@ impl Bot {
         }
         match kind.as_str() {
             "m.room.member" => self.handle_membership(event, &sender, &room_id).await,
-            "m.room.message" => {
-                let content = &event["content"];
-                // Notices are what bots send; answering them could make two bots talk forever.
-                if content["msgtype"] != "m.text" {
-                    return Ok(());
+            "m.room.message" => self.handle_content(&sender, &room_id, &event["content"]).await,
+            "m.room.encrypted" => match self.decrypt(event, &room_id).await? {
+                KeyWait::Done => Ok(()),
+                KeyWait::Waiting(session_id) => {
+                    tracing::debug!(%room_id, %sender, ?session_id, "waiting for the room key of a message");
+                    let awaiting =
+                        AwaitingKey { event: event.clone(), session_id, since_ms: crate::now_ms() };
+                    self.save(|state| state.awaiting_keys.push(awaiting));
+                    Ok(())
                 }
-                let body = content["body"].as_str().unwrap_or_default();
-                self.handle_message(&sender, &room_id, body).await
-            }
-            "m.room.encrypted" => {
-                // TODO: decrypt once the bot has end-to-end encryption.
-                tracing::warn!(%room_id, %sender, "cannot read an encrypted message");
+            },
+            "m.room.encryption" if event["state_key"] == "" => {
+                self.encrypted_rooms.insert(room_id, true);
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Handles the content of a message, plain or decrypted.
+    async fn handle_content(
+        &mut self,
+        sender: &str,
+        room_id: &str,
+        content: &Value,
+    ) -> Result<(), HsError> {
+        // Bots send notices, so replying to notices could make two bots reply to each other
+        // forever.
+        if content["msgtype"] != "m.text" {
+            return Ok(());
+        }
+        let body = content["body"].as_str().unwrap_or_default();
+        self.handle_message(sender, room_id, body).await
+    }
+
+    /// Decrypts an `m.room.encrypted` event and handles what it contains. Returns whether the
+    /// event must wait for its room key.
+    async fn decrypt(&mut self, event: &Value, room_id: &str) -> Result<KeyWait, HsError> {
+        let sender = event["sender"].as_str().unwrap_or_default().to_owned();
+        let Some(crypto) = self.crypto.clone() else {
+            tracing::warn!(%room_id, %sender, "cannot read an encrypted message without encryption");
+            return Ok(KeyWait::Done);
+        };
+        let (Ok(room), Ok(raw)) = (RoomId::parse(room_id), Raw::new(event)) else {
+            return Ok(KeyWait::Done);
+        };
+        match crypto.decrypt(&room, &raw).await {
+            Ok(Decrypted::Event(decrypted)) => {
+                if decrypted.event_type == "m.room.message" {
+                    self.handle_content(&sender, room_id, &decrypted.content).await?;
+                }
+                Ok(KeyWait::Done)
+            }
+            Ok(Decrypted::MissingRoomKey { withheld_code: Some(code), .. }) => {
+                tracing::warn!(%room_id, %sender, %code, "the sender withheld the room key of a message from the bot");
+                self.send(room_id, messages::unreadable()).await?;
+                Ok(KeyWait::Done)
+            }
+            Ok(Decrypted::MissingRoomKey { session_id, withheld_code: None }) => {
+                Ok(KeyWait::Waiting(session_id))
+            }
+            Err(error) => {
+                tracing::warn!(%room_id, %sender, %error, "cannot decrypt a message");
+                Ok(KeyWait::Done)
+            }
+        }
+    }
+
+    /// Tries again the encrypted messages that wait for `session_id`, or all of them. The
+    /// senders of those that waited longer than [`KEY_WAIT`] are told to send them again.
+    async fn retry_awaiting_keys(&mut self, session_id: Option<&str>) {
+        let waiting: Vec<AwaitingKey> = self.store.read(|state| {
+            state
+                .awaiting_keys
+                .iter()
+                .filter(|item| session_id.is_none() || item.session_id.as_deref() == session_id)
+                .cloned()
+                .collect()
+        });
+        for item in waiting {
+            let room_id = item.event["room_id"].as_str().unwrap_or_default().to_owned();
+            let outcome = match self.decrypt(&item.event, &room_id).await {
+                Ok(KeyWait::Waiting(_))
+                    if crate::now_ms().saturating_sub(item.since_ms)
+                        > KEY_WAIT.as_millis() as u64 =>
+                {
+                    tracing::warn!(%room_id, event_id = %item.event["event_id"], "the room key of a message never arrived");
+                    self.send(&room_id, messages::unreadable()).await.map(|()| KeyWait::Done)
+                }
+                outcome => outcome,
+            };
+            match outcome {
+                Ok(KeyWait::Waiting(_)) => continue,
+                Ok(KeyWait::Done) => {}
+                // Tried again at the next retry.
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "cannot handle a decrypted message yet");
+                    continue;
+                }
+                Err(error) => tracing::error!(%error, "gave up a decrypted message"),
+            }
+            self.save(|state| state.awaiting_keys.retain(|waiting| waiting.event != item.event));
+        }
+    }
+
+    /// Tries again the messages that waited for a room key that a sync brought in.
+    async fn room_key_arrived(&mut self, key: Result<ReceivedRoomKey, RecvError>) {
+        match key {
+            Ok(key) => self.retry_awaiting_keys(Some(&key.session_id)).await,
+            // Notices were missed, so any waiting message may be readable now.
+            Err(RecvError::Lagged(_) | RecvError::Closed) => self.retry_awaiting_keys(None).await,
         }
     }
 
@@ -294,19 +557,20 @@ impl Bot {
             }
             return Ok(());
         }
-        if matches!(membership, "leave" | "ban") {
-            let is_their_direct_room = self
-                .store
-                .read(|state| state.dm_rooms.get(target).is_some_and(|room| room == room_id));
-            if is_their_direct_room {
-                // Without the other person the room is useless; a new one is opened when the
-                // bot next has something to say.
-                self.save(|state| {
-                    state.dm_rooms.remove(target);
-                });
-                if let Err(error) = self.hs.leave(room_id).await {
-                    tracing::debug!(%error, "cannot leave an abandoned direct chat");
-                }
+        let is_their_direct_room =
+            self.store.read(|state| state.dm_rooms.get(target).is_some_and(|room| room == room_id));
+        if membership == "join" && is_their_direct_room {
+            return self.flush_awaiting_join(room_id).await;
+        }
+        if matches!(membership, "leave" | "ban") && is_their_direct_room {
+            // Without the other person the room is useless; a new one is opened when the bot
+            // next has something to say.
+            self.save(|state| {
+                state.dm_rooms.remove(target);
+                state.awaiting_join.remove(room_id);
+            });
+            if let Err(error) = self.hs.leave(room_id).await {
+                tracing::debug!(%error, "cannot leave an abandoned direct chat");
             }
         }
         Ok(())

@@ -20,6 +20,9 @@ pub enum HsError {
     /// The homeserver could not be reached or its response could not be read.
     #[error("{method} {path} failed: {source}")]
     Transport { method: Method, path: String, source: reqwest::Error },
+    /// Encrypting or sending through the bot's encryption layer failed.
+    #[error("encrypted messaging failed: {0}")]
+    Crypto(#[from] crate::crypto::Error),
 }
 
 impl HsError {
@@ -27,7 +30,8 @@ impl HsError {
     pub fn errcode(&self) -> Option<&str> {
         match self {
             Self::Matrix { errcode, .. } => Some(errcode),
-            Self::Transport { .. } => None,
+            Self::Crypto(crate::crypto::Error::Server { errcode, .. }) => errcode.as_deref(),
+            Self::Transport { .. } | Self::Crypto(_) => None,
         }
     }
 
@@ -39,6 +43,11 @@ impl HsError {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
             Self::Transport { .. } => true,
+            Self::Crypto(crate::crypto::Error::Http { .. }) => true,
+            Self::Crypto(crate::crypto::Error::Server { status, .. }) => {
+                *status >= 500 || *status == 429
+            }
+            Self::Crypto(_) => false,
         }
     }
 }
@@ -260,14 +269,20 @@ impl Homeserver {
         Ok(())
     }
 
-    /// Returns the user IDs of the joined members of a room.
-    pub async fn joined_members(&self, room_id: &str) -> Result<Vec<String>, HsError> {
-        let segments = ["_matrix", "client", "v3", "rooms", room_id, "joined_members"];
-        let answer = self.call(Method::GET, &segments, &[], None).await?;
-        Ok(answer["joined"]
-            .as_object()
-            .map(|joined| joined.keys().cloned().collect())
-            .unwrap_or_default())
+    /// Returns the user IDs of the members who have joined a room or are invited to it: the
+    /// people a room key must reach.
+    pub async fn joined_and_invited(&self, room_id: &str) -> Result<Vec<String>, HsError> {
+        let segments = ["_matrix", "client", "v3", "rooms", room_id, "members"];
+        let answer =
+            self.call(Method::GET, &segments, &[("not_membership", "leave")], None).await?;
+        let chunk = answer["chunk"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(chunk
+            .iter()
+            .filter(|event| {
+                matches!(event["content"]["membership"].as_str(), Some("join" | "invite"))
+            })
+            .filter_map(|event| event["state_key"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Returns whether the room has `m.room.encryption` state.

@@ -87,6 +87,11 @@ pub fn not_found(register: Option<&str>, number: &str, registers: &[&str]) -> St
     }
 }
 
+pub fn unreadable() -> &'static str {
+    "I could not read your last message: your app did not send me the key to decrypt it. \
+     Please send it again; if this keeps happening, sign out and in again in your app."
+}
+
 pub fn struck_off(register: &str, number: &str) -> String {
     format!(
         "The {register} register lists number {number} as struck off or suspended, so I cannot \

@@ -35,6 +35,12 @@ pub struct State {
     pub inbox: VecDeque<InboxItem>,
     /// The direct chat with each user.
     pub dm_rooms: BTreeMap<String, String>,
+    /// Messages for people who have not joined the direct chat the bot opened, by room ID,
+    /// oldest first. They are sent when the person joins, so the room key of an encrypted
+    /// chat reaches the device they joined from.
+    pub awaiting_join: BTreeMap<String, Vec<String>>,
+    /// Encrypted events whose room key has not arrived yet, oldest first.
+    pub awaiting_keys: Vec<AwaitingKey>,
     /// The room where cases are posted to officers.
     pub officers_room: Option<String>,
     /// The number of the next review case.
@@ -52,6 +58,16 @@ pub struct InboxItem {
     /// Failed attempts so far.
     #[serde(default)]
     pub attempts: u32,
+}
+
+/// An encrypted event waiting for its room key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitingKey {
+    pub event: Value,
+    /// The Megolm session the event was encrypted with, when its content names one.
+    pub session_id: Option<String>,
+    /// When the bot first failed to decrypt the event, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// An ambiguous name match waiting for an officer.

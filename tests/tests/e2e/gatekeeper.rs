@@ -205,6 +205,47 @@ async fn search(server: &TestServer, account: &Account, term: &str) -> Vec<Strin
     results.iter().filter_map(|result| result["user_id"].as_str().map(str::to_owned)).collect()
 }
 
+/// Checks that a direct chat with the bot is encrypted and that the server holds only
+/// ciphertext of the messages the person and the bot sent in it.
+async fn assert_encrypted_both_ways(
+    setup: &Setup,
+    account: &Account,
+    person: &Person,
+    room_id: &OwnedRoomId,
+) {
+    let room = person.client.get_room(room_id).expect("the client knows the direct chat");
+    let state = room.latest_encryption_state().await.expect("the encryption state is known");
+    assert!(state.is_encrypted(), "the direct chat with the bot is not encrypted");
+
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+        encode_path_segment(room_id.as_str())
+    );
+    let response = setup.server.get(&path, account.token()).await;
+    response.assert_status(200).assert_spec("/_matrix/client/v3/rooms/{roomId}/messages");
+    let chunk = response.body["chunk"].as_array().expect("a chunk of events");
+    let types_sent_by = |user_id: &str| -> Vec<&str> {
+        chunk
+            .iter()
+            .filter(|event| event["sender"] == user_id && event.get("state_key").is_none())
+            .filter_map(|event| event["type"].as_str())
+            .collect()
+    };
+    let bot = setup.gatekeeper.bot_user_id();
+    for user_id in [bot.as_str(), account.user_id.as_str()] {
+        let types = types_sent_by(user_id);
+        assert!(!types.is_empty(), "{user_id} sent nothing in the direct chat: {chunk:?}");
+        assert!(
+            types.iter().all(|kind| *kind == "m.room.encrypted"),
+            "{user_id} sent events in the clear: {types:?}"
+        );
+    }
+    for event in chunk {
+        let text = event.to_string();
+        assert!(!text.contains("19012345601"), "the number is readable on the server: {text}");
+    }
+}
+
 /// Registers `localpart` as "Jan de Vries", waits for the bot's greeting, and sends `message`.
 /// Returns the account, the client and the direct chat.
 async fn greeted_person(setup: &Setup, localpart: &str) -> (Account, Person, OwnedRoomId) {
@@ -235,6 +276,7 @@ async fn new_user_verified_with_a_big_number_enters_the_directory() {
 
     person.say(&room_id, "big 190 123 456 01").await;
     person.expect_message("You are verified as a healthcare professional").await;
+    assert_encrypted_both_ways(&setup, &jan, &person, &room_id).await;
 
     let record = setup.wait_for_level(&jan.user_id, "medical").await;
     assert_eq!(record["evidence"]["register"], "BIG");
