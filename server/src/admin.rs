@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use caduceus_directory::{Area, RebuildProgress, VerificationLevel};
 
 use crate::error::Error;
+use crate::service::security::AuditSubject;
 use crate::service::verification::{self, VerificationUpdate};
 use crate::service::{deletion_requests, now_ms, Services};
 use crate::storage::tables::{EvidenceSource, VerificationEvidence};
@@ -63,6 +64,9 @@ pub enum AdminCommand {
     },
     SendTestMail {
         to: String,
+    },
+    Unlock {
+        user: String,
     },
 }
 
@@ -299,6 +303,15 @@ async fn run(
             );
             services.mail.send(&to, "Caduceus test mail", &body).await?;
             Ok(AdminOutput::ok(format!("sent a test mail to {to}")))
+        }
+        AdminCommand::Unlock { user } => {
+            let user_id = services.local_user_id(&user)?;
+            if !services.security.unlock(&user_id)? {
+                return Ok(AdminOutput::ok(format!("{user_id} was not locked")));
+            }
+            let subject = AuditSubject { user_id: Some(user_id.as_str()), ..Default::default() };
+            services.security.audit("account_unlocked", &subject, serde_json::Value::Null)?;
+            Ok(AdminOutput::ok(format!("unlocked {user_id}")))
         }
         AdminCommand::Reindex => {
             let directory = services.directory.clone();

@@ -45,9 +45,9 @@ enum AdminCli {
         #[arg(long)]
         admin: bool,
     },
-    /// Print the newest security events: logins, failed logins, lockouts, registrations,
-    /// replaced primary devices, login tokens issued, linked sessions ended,
-    /// password changes, deactivations and admin commands.
+    /// Print the newest security events: logins, failed logins, lockouts and logins refused
+    /// during them, unlocks, registrations, replaced primary devices, login tokens issued,
+    /// linked sessions ended, password changes, deactivations and admin commands.
     AuditLog {
         /// How many events to print.
         #[arg(long, default_value_t = 100)]
@@ -72,6 +72,11 @@ enum AdminCli {
     SendTestMail {
         /// The recipient's email address.
         to: String,
+    },
+    /// Lift the lockout of an account after wrong passwords and reset its count of failures.
+    Unlock {
+        /// The user ID or localpart.
+        user: String,
     },
 }
 
@@ -225,6 +230,7 @@ impl From<AdminCli> for AdminCommand {
                 AdminCommand::DeletionRequestReject { user, reason }
             }
             AdminCli::SendTestMail { to } => AdminCommand::SendTestMail { to },
+            AdminCli::Unlock { user } => AdminCommand::Unlock { user },
         }
     }
 }

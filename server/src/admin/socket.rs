@@ -105,6 +105,7 @@ pub fn command_name(command: &AdminCommand) -> &'static str {
         AdminCommand::DeletionRequestApprove { .. } => "deletion-requests approve",
         AdminCommand::DeletionRequestReject { .. } => "deletion-requests reject",
         AdminCommand::SendTestMail { .. } => "send-test-mail",
+        AdminCommand::Unlock { .. } => "unlock",
     }
 }
 

@@ -97,6 +97,31 @@ impl Security {
         Ok(())
     }
 
+    /// Counts a failed login against its source address.
+    fn note_address_failure(&self, address: Option<IpAddr>) {
+        if let Some(address) = address {
+            let mut failures = self.address_failures.lock().unwrap_or_else(|p| p.into_inner());
+            failures.entry(address).or_default().push_back(Instant::now());
+        }
+    }
+
+    /// Records a login that named no possible account of this server, such as an email
+    /// address that no account has. It counts against the address like a wrong password.
+    pub fn record_unknown_failure(&self, address: Option<IpAddr>) -> Result<()> {
+        self.note_address_failure(address);
+        let subject = AuditSubject { address, ..Default::default() };
+        self.audit("login_failed", &subject, serde_json::json!({ "reason": "unknown user" }))
+    }
+
+    /// Records a login attempt refused because the account is locked. It counts against the
+    /// address, so guessing on a locked account from one address is slowed too.
+    pub fn record_locked_attempt(&self, user_id: &UserId, address: Option<IpAddr>) -> Result<()> {
+        self.note_address_failure(address);
+        let subject =
+            AuditSubject { user_id: Some(user_id.as_str()), address, ..Default::default() };
+        self.audit("login_refused_locked", &subject, Value::Null)
+    }
+
     /// Records a wrong password. Returns how long the account is now locked, if this failure
     /// locked it.
     pub fn record_failure(
@@ -104,10 +129,7 @@ impl Security {
         user_id: &UserId,
         address: Option<IpAddr>,
     ) -> Result<Option<Duration>> {
-        if let Some(address) = address {
-            let mut failures = self.address_failures.lock().unwrap_or_else(|p| p.into_inner());
-            failures.entry(address).or_default().push_back(Instant::now());
-        }
+        self.note_address_failure(address);
 
         let key = user_id.to_string();
         let mut record = self.db.get(&LOGIN_ATTEMPTS, &key)?.unwrap_or_default();
@@ -146,6 +168,15 @@ impl Security {
             self.db.put(&LOGIN_ATTEMPTS, &key, &LoginAttemptsRecord::default())?;
         }
         Ok(())
+    }
+
+    /// Lifts a lockout and clears the failure counts, so the next wrong password starts from
+    /// the first lockout again. Returns whether the account was locked.
+    pub fn unlock(&self, user_id: &UserId) -> Result<bool> {
+        let key = user_id.to_string();
+        let Some(record) = self.db.get(&LOGIN_ATTEMPTS, &key)? else { return Ok(false) };
+        self.db.put(&LOGIN_ATTEMPTS, &key, &LoginAttemptsRecord::default())?;
+        Ok(record.locked_until_ts > now_ms())
     }
 
     /// Builds the error for the attempt that locked the account.

@@ -53,6 +53,28 @@ async fn lockouts_grow_and_survive_restart() {
     server.kill_9();
     server.restart().await;
     server.login_request("alice", PASSWORD).await.assert_matrix_error(429, "M_LIMIT_EXCEEDED");
+
+    // Attempts on the locked account are in the audit log, one per attempt, none from the
+    // earlier wrong passwords.
+    let output = server.admin_ok(&["audit-log", "--limit", "100"]).await.stdout;
+    let refused = output.lines().filter(|line| line.contains("login_refused_locked")).count();
+    assert_eq!(refused, 2, "two logins were refused while locked:\n{output}");
+    assert!(
+        output
+            .lines()
+            .filter(|line| line.contains("login_refused_locked"))
+            .all(|line| line.contains("user=@alice:localhost")),
+        "{output}"
+    );
+
+    // An administrator lifts the lockout, which is audited too.
+    let unlocked = server.admin_ok(&["unlock", "alice"]).await.stdout;
+    assert!(unlocked.contains("unlocked @alice:localhost"), "{unlocked}");
+    server.login_request("alice", PASSWORD).await.assert_status(200);
+    let again = server.admin_ok(&["unlock", "alice"]).await.stdout;
+    assert!(again.contains("was not locked"), "{again}");
+    let output = server.admin_ok(&["audit-log", "--limit", "5"]).await.stdout;
+    assert!(output.contains("account_unlocked\tuser=@alice:localhost"), "{output}");
 }
 
 #[tokio::test]
@@ -90,6 +112,33 @@ async fn address_limit_slows_spraying() {
     let blocked = server.login_request("frank", WRONG).await;
     blocked.assert_matrix_error(429, "M_LIMIT_EXCEEDED");
     assert!(blocked.body["retry_after_ms"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn unknown_email_counts_against_address() {
+    let server = TestServer::start_with_env(&[(
+        "CADUCEUS__SECURITY__FAILED_LOGINS_PER_ADDRESS_PER_MINUTE",
+        "2",
+    )])
+    .await;
+    let by_email = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "nobody@hospital.example" },
+        "password": WRONG,
+    });
+    for _ in 0..2 {
+        let response = server.post("/_matrix/client/v3/login", None, &by_email).await;
+        response.assert_matrix_error(403, "M_FORBIDDEN");
+    }
+    let blocked = server.post("/_matrix/client/v3/login", None, &by_email).await;
+    blocked.assert_matrix_error(429, "M_LIMIT_EXCEEDED");
+
+    let output = server.admin_ok(&["audit-log", "--limit", "50"]).await.stdout;
+    let failed: Vec<&str> = output.lines().filter(|line| line.contains("login_failed")).collect();
+    assert_eq!(failed.len(), 2, "each unknown-email login is audited:\n{output}");
+    assert!(failed.iter().all(|line| line.contains("unknown user")), "{output}");
+    assert!(!output.contains("user=@:localhost"), "no empty user ID is logged:\n{output}");
+    assert!(!output.contains("nobody@hospital.example"), "the address is not logged:\n{output}");
 }
 
 #[tokio::test]

@@ -93,7 +93,8 @@ async fn check_password_login(
     #[allow(deprecated)]
     let user = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
-        // An unknown address becomes an empty user, which fails like a wrong password below.
+        // An unknown address becomes an empty user, which fails like a wrong password below
+        // without naming an account.
         (Some(UserIdentifier::Email(identifier)), _) => {
             services.threepids.find_user(&identifier.address)?.unwrap_or_default()
         }
@@ -114,10 +115,14 @@ async fn check_password_login(
     services.rate_limits.check_login_address(address)?;
     services.security.check_address(address)?;
     let Ok(user_id) = services.local_user_id(&user) else {
+        services.security.record_unknown_failure(address)?;
         return Err(invalid());
     };
     services.rate_limits.check_login_user(&user_id)?;
-    services.security.check_locked(&user_id)?;
+    if let Err(locked) = services.security.check_locked(&user_id) {
+        services.security.record_locked_attempt(&user_id, address)?;
+        return Err(locked);
+    }
     if !services.accounts.verify_password(&user_id, &password.password).await? {
         tracing::info!(user_id = %user_id, "login failed: wrong user or password");
         if let Some(locked_for) = services.security.record_failure(&user_id, address)? {
