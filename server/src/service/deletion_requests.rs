@@ -3,8 +3,10 @@
 //!
 //! What approval erases: the profile (display name, avatar URL and custom fields), the directory
 //! record and index entry, account data with push rules, filters, key backups, devices with
-//! their keys and queued to-device messages, cross-signing keys, and invitations sent or used.
-//! Events the user sent to rooms stay, as other members' history.
+//! their keys and queued to-device messages, cross-signing keys, invitations sent or used, and the
+//! email addresses in the user's audit events. Events the user sent to rooms stay, as other
+//! members' history, and so do the audit events, with user ID and source address, as the record
+//! of who did what.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +35,7 @@ const ERASED: &[&str] = &[
     "device_keys",
     "cross_signing_keys",
     "invitations",
+    "audit_log_emails",
 ];
 
 pub struct DeletionRequests {
@@ -241,7 +244,7 @@ pub async fn deactivate(services: &Services, user_id: &UserId) -> Result<Vec<Str
 }
 
 /// Erases what deactivation leaves: account data and push rules, filters, key backups,
-/// cross-signing keys and invitations.
+/// cross-signing keys, invitations and the email addresses in the audit log.
 fn erase_personal_data(services: &Services, user_id: &UserId) -> Result<()> {
     services.account_data.erase_user(user_id)?;
     services.filters.erase_user(user_id)?;
@@ -250,6 +253,7 @@ fn erase_personal_data(services: &Services, user_id: &UserId) -> Result<()> {
     for token in services.invitations.erase_user(user_id)? {
         services.registration_tokens.revoke(&token)?;
     }
+    services.security.erase_emails(user_id)?;
     Ok(())
 }
 
@@ -309,6 +313,12 @@ mod tests {
             .expect("the invitation made a token");
         assert_eq!(invitation.inviter, alice.as_str());
 
+        let alice_subject = AuditSubject { user_id: Some(alice.as_str()), ..Default::default() };
+        let bob_subject = AuditSubject { user_id: Some(bob.as_str()), ..Default::default() };
+        let added = |email: &str| json!({ "email": email });
+        services.security.audit("email_added", &alice_subject, added("alice@umc.example")).unwrap();
+        services.security.audit("email_added", &bob_subject, added("bob@umc.example")).unwrap();
+
         let subject = AuditSubject::default();
         request(services, &subject, &alice, Some("I am retiring".to_owned())).unwrap();
         let approved = approve(services, &alice, None).await.unwrap();
@@ -335,6 +345,22 @@ mod tests {
         for kind in ["deletion_requested", "deletion_approved", "personal_data_erased"] {
             assert!(kinds.iter().any(|k| k == kind), "the audit log lacks {kind}: {kinds:?}");
         }
+        let emails: Vec<(Option<String>, serde_json::Value)> = services
+            .security
+            .audit_log(100)
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.kind == "email_added")
+            .map(|record| (record.user_id, record.detail["email"].clone()))
+            .collect();
+        assert_eq!(
+            emails,
+            [
+                (Some(alice.to_string()), json!("(erased)")),
+                (Some(bob.to_string()), json!("bob@umc.example")),
+            ],
+            "only the erased account's address is gone from the audit log"
+        );
     }
 
     #[tokio::test]

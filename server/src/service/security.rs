@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::storage::tables::{AuditRecord, LoginAttemptsRecord, AUDIT_LOG, LOGIN_ATTEMPTS};
 use crate::storage::Db;
 
+/// Placeholder for personal data in audit events after an account's erasure.
+const ERASED_VALUE: &str = "(erased)";
+
 /// The window over which failed logins per address are counted.
 const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
 
@@ -206,6 +209,25 @@ impl Security {
         };
         self.db.put(&AUDIT_LOG, &sequence, &record)?;
         Ok(())
+    }
+
+    /// Replaces the email addresses in a user's audit events with `(erased)`, keeping the events
+    /// themselves. Returns how many events changed. Reads the whole log, which is fine for the
+    /// rare account deletion.
+    pub fn erase_emails(&self, user_id: &UserId) -> Result<usize> {
+        let mut batch = self.db.batch();
+        let mut changed = 0;
+        for (sequence, mut record) in self.db.scan_all(&AUDIT_LOG)? {
+            if record.user_id.as_deref() != Some(user_id.as_str()) {
+                continue;
+            }
+            let Some(email) = record.detail.get_mut("email") else { continue };
+            *email = Value::from(ERASED_VALUE);
+            batch.put(&AUDIT_LOG, &sequence, &record);
+            changed += 1;
+        }
+        self.db.commit(batch)?;
+        Ok(changed)
     }
 
     /// Returns the newest `limit` audit events, oldest first.
