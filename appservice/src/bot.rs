@@ -35,8 +35,8 @@ const MAX_ATTEMPTS: u32 = 8;
 /// How many accounts one request to the account list returns.
 const USERS_PAGE: u32 = 100;
 
-/// How long an encrypted message may wait for its room key before the bot tells its sender to
-/// send it again.
+/// How long an encrypted message may wait for its room key before the bot requests that its
+/// sender send it again.
 const KEY_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// The folder of the bot's crypto store, inside the data dir.
@@ -281,8 +281,25 @@ impl Bot {
             .await?;
         self.encrypted_rooms.insert(room_id.clone(), self.crypto.is_some());
         tracing::info!(%room_id, "created the officers' room");
-        self.save(|state| state.officers_room = Some(room_id.clone()));
-        self.send(&room_id, messages::officer_help()).await
+        self.save(|state| state.officers_room = Some(room_id));
+        Ok(())
+    }
+
+    /// Makes sure an officer's account is in the officers' room: creates the room if it could
+    /// not be made before, because an officer's account did not exist yet, or invites the
+    /// officer to it. A failed attempt is repeated at the next pass over all accounts.
+    async fn bring_officer_in(&mut self, officer: &str) {
+        let result = match self.store.read(|state| state.officers_room.clone()) {
+            None => self.prepare_officers_room().await,
+            Some(room_id) => match self.hs.joined_and_invited(&room_id).await {
+                Ok(members) if members.iter().any(|member| member == officer) => Ok(()),
+                Ok(_) => self.hs.invite(&room_id, officer).await,
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(%officer, %error, "cannot bring an officer into the officers' room");
+        }
     }
 
     /// Applies a change to the durable state. A failed write is logged; the change is then
@@ -492,7 +509,7 @@ impl Bot {
     }
 
     /// Tries again the encrypted messages that wait for `session_id`, or all of them. The
-    /// senders of those that waited longer than [`KEY_WAIT`] are told to send them again.
+    /// senders of those that waited longer than [`KEY_WAIT`] get a message to send them again.
     async fn retry_awaiting_keys(&mut self, session_id: Option<&str>) {
         let waiting: Vec<AwaitingKey> = self.store.read(|state| {
             state
@@ -561,6 +578,13 @@ impl Bot {
             self.store.read(|state| state.dm_rooms.get(target).is_some_and(|room| room == room_id));
         if membership == "join" && is_their_direct_room {
             return self.flush_awaiting_join(room_id).await;
+        }
+        let officers_room = self.store.read(|state| state.officers_room.clone());
+        let is_officer = self.config.officers.users.iter().any(|officer| officer == target);
+        if membership == "join" && is_officer && officers_room.as_deref() == Some(room_id) {
+            // Sent on each officer's arrival rather than at creation, so the room key of an
+            // encrypted room reaches the device the officer joined from.
+            return self.send(room_id, messages::officer_help()).await;
         }
         if matches!(membership, "leave" | "ban") && is_their_direct_room {
             // Without the other person the room is useless; a new one is opened when the bot
@@ -857,7 +881,16 @@ impl Bot {
     /// Grants `identity` when a roster or a trusted email says so, and greets a pending
     /// account the bot has not talked to yet.
     async fn consider_account(&mut self, user: &UserRecord) -> Result<(), HsError> {
-        if user.deactivated || user.user_id == self.bot_user_id() || user.level != "pending" {
+        let is_officer = self.config.officers.users.contains(&user.user_id);
+        if is_officer && !user.deactivated {
+            self.bring_officer_in(&user.user_id).await;
+        }
+        // Bridge and bot accounts of application services are not people to verify.
+        if user.deactivated
+            || user.user_id == self.bot_user_id()
+            || user.appservice.is_some()
+            || user.level != "pending"
+        {
             return Ok(());
         }
         let identity = self.check_identity(user).await?;

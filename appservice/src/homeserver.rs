@@ -65,6 +65,9 @@ pub struct UserRecord {
     pub displayname: Option<String>,
     #[serde(default)]
     pub emails: Vec<String>,
+    /// The application service the account belongs to, for bridge and bot users.
+    #[serde(default)]
+    pub appservice: Option<String>,
 }
 
 /// One page of the account list.

@@ -105,9 +105,18 @@ impl Appservices {
         self.list.iter().find(|appservice| appservice.gatekeeper)
     }
 
-    /// Checks whether the user is the gatekeeper's sender or in its user namespaces.
-    pub fn is_gatekeeper_user(&self, user_id: &UserId) -> bool {
-        self.gatekeeper().is_some_and(|gatekeeper| gatekeeper.owns_user(user_id))
+    /// Returns the ID of the application service whose sender the user is or whose user
+    /// namespaces cover the user, if any.
+    pub fn owner_of(&self, user_id: &UserId) -> Option<&str> {
+        self.list.iter().find(|appservice| appservice.owns_user(user_id)).map(|a| a.id())
+    }
+
+    /// Checks whether the user belongs to the gatekeeper or to a service marked
+    /// `org.caduceus.trusted`, whose users the gating rules skip.
+    pub fn is_trusted_user(&self, user_id: &UserId) -> bool {
+        self.list.iter().any(|appservice| {
+            (appservice.gatekeeper || appservice.trusted) && appservice.owns_user(user_id)
+        })
     }
 
     /// Checks whether the user falls in an exclusive user namespace of any application service.

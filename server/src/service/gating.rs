@@ -26,11 +26,11 @@ const HOW_TO_VERIFY: &str = "Send your registration number to the verification b
 
 /// Decides whether the gating rules skip a user: such a user is never blocked, and everyone,
 /// pending users included, may reach them. These are the `[verification] support_users`.
-/// The sender and namespace users of the verification gatekeeper application service are
-/// exempt too.
+/// The sender and namespace users of the verification gatekeeper, and of application services
+/// marked `org.caduceus.trusted`, are exempt too.
 pub fn is_exempt(services: &Services, user_id: &UserId) -> bool {
     services.config.verification.support_users.iter().any(|support| support == user_id.as_str())
-        || services.appservices.is_gatekeeper_user(user_id)
+        || services.appservices.is_trusted_user(user_id)
 }
 
 /// The set of users allowed to invite a user, from their `org.caduceus.invite_permission`

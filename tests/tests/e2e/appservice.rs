@@ -726,6 +726,59 @@ fn receipts_in(ephemeral: &[Value]) -> Vec<(String, String, String, String)> {
 }
 
 #[tokio::test]
+async fn trusted_service_users_skip_gating() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_registrations(dir.path(), "http://127.0.0.1:9", None);
+    let other = dir.path().join("other.yaml");
+    let text = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(
+        &other,
+        text.replace(
+            "sender_localpart: otherbot\n",
+            "sender_localpart: otherbot\norg.caduceus.trusted: true\n",
+        ),
+    )
+    .unwrap();
+    let server = start_server(&files).await;
+
+    let registered = server
+        .post(
+            "/_matrix/client/v3/register",
+            Some(OTHER_AS_TOKEN),
+            &json!({ "type": "m.login.application_service", "username": "other_pager" }),
+        )
+        .await;
+    registered.assert_status(200);
+    let pager = registered.str_field("user_id").to_owned();
+
+    // The new account is pending, yet a verified colleague may invite it, and it may invite.
+    let alice = server.register("alice").await;
+    let room = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), &json!({ "invite": [pager] }))
+        .await;
+    room.assert_status(200);
+    let own_room = server
+        .post(
+            &as_user("/_matrix/client/v3/createRoom", &pager),
+            Some(OTHER_AS_TOKEN),
+            &json!({ "invite": [alice.user_id] }),
+        )
+        .await;
+    own_room.assert_status(200);
+
+    // The account list marks the accounts of application services.
+    let users = server.get("/_caduceus/admin/v1/users?limit=100", Some(AS_TOKEN)).await;
+    users.assert_status(200);
+    let list = users.body["users"].as_array().expect("a list of users");
+    let entry = |user_id: &str| {
+        list.iter().find(|user| user["user_id"] == user_id).cloned().unwrap_or_default()
+    };
+    assert_eq!(entry(&pager)["appservice"], "other", "{list:?}");
+    assert_eq!(entry(&pager)["level"], "pending", "{list:?}");
+    assert!(entry(&alice.user_id).get("appservice").is_none(), "{list:?}");
+}
+
+#[tokio::test]
 async fn ephemeral_events_reach_the_service() {
     let dir = tempfile::tempdir().unwrap();
     let appservice = TestAppservice::start().await;

@@ -73,6 +73,9 @@ pub async fn list_users(
         if let Some(Value::String(displayname)) = displayname {
             user["displayname"] = json!(displayname);
         }
+        if let Some(appservice) = services.appservices.owner_of(user_id) {
+            user["appservice"] = json!(appservice);
+        }
         users.push(user);
     }
     let mut body = json!({ "users": users });

@@ -9,6 +9,9 @@ use ruma::{OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
 /// The key that marks the verification gatekeeper in a registration file.
 pub const GATEKEEPER_KEY: &str = "org.caduceus.gatekeeper";
 
+/// The key with which hospital IT vouches for a service's users, so the gating rules skip them.
+pub const TRUSTED_KEY: &str = "org.caduceus.trusted";
+
 /// The name Synapse and bridges use for `receive_ephemeral` before MSC2409 was merged.
 const UNSTABLE_EPHEMERAL_KEY: &str = "de.sorunome.msc2409.push_ephemeral";
 
@@ -42,6 +45,8 @@ pub struct Appservice {
     pub file: String,
     /// Whether this is the verification gatekeeper (`org.caduceus.gatekeeper: true`).
     pub gatekeeper: bool,
+    /// Whether the gating rules skip the service's users (`org.caduceus.trusted: true`).
+    pub trusted: bool,
     /// Whether typing notifications and receipts go into its transactions.
     pub receive_ephemeral: bool,
     /// The user the service acts as when it does not masquerade.
@@ -115,6 +120,7 @@ pub fn parse(text: &str, file: &str, server_name: &ServerName) -> Result<Appserv
         }
     };
     let gatekeeper = flag(GATEKEEPER_KEY)?;
+    let trusted = flag(TRUSTED_KEY)?;
     let unstable_ephemeral = flag(UNSTABLE_EPHEMERAL_KEY)?;
     let registration: Registration =
         serde_yaml::from_value(value.clone()).map_err(|error| error.to_string())?;
@@ -163,6 +169,7 @@ pub fn parse(text: &str, file: &str, server_name: &ServerName) -> Result<Appserv
         registration,
         file: file.to_owned(),
         gatekeeper,
+        trusted,
         sender,
         users,
         aliases,
@@ -237,6 +244,7 @@ protocols: ["pager"]
         assert_eq!(appservice.id(), "bridge");
         assert_eq!(appservice.url(), Some("http://127.0.0.1:9000"));
         assert!(appservice.gatekeeper);
+        assert!(!appservice.trusted, "trust is off unless the file turns it on");
         assert!(appservice.receive_ephemeral);
         assert_eq!(appservice.sender.as_str(), "@bridgebot:hospital.example");
         assert_eq!(appservice.registration.protocols.as_deref(), Some(&["pager".to_owned()][..]));
@@ -288,6 +296,7 @@ protocols: ["pager"]
             (&VALID.replace("\"bridgebot\"", "\"bad:bot\""), "sender_localpart"),
             (&VALID.replace("http://127.0.0.1:9000", "127.0.0.1:9000"), "http://"),
             (&VALID.replace("gatekeeper: true", "gatekeeper: \"yes\""), GATEKEEPER_KEY),
+            (&format!("{VALID}{TRUSTED_KEY}: 1\n"), TRUSTED_KEY),
         ];
         for (text, expected) in cases {
             let error = parse(text, "bridge.yaml", server()).unwrap_err();
