@@ -18,6 +18,9 @@ use caduceus_config::Config;
 use crate::service::Services;
 use crate::storage::Db;
 
+/// How long requests still open at shutdown may take to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Opens the data dir, starts the client API and the admin socket, and serves until SIGINT or
 /// SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -43,10 +46,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let session_sweep = tokio::spawn(service::session_sweep::run(services.clone()));
     let app = api::router(services);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = stopping.clone();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            signalled.notify_one();
+        });
+    // Long-polling `/sync` requests would delay a graceful shutdown for their whole timeout.
+    // So open requests get a few seconds and are then cut off, and clients retry them.
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("the HTTP server failed")?,
+        () = grace => tracing::info!(seconds = SHUTDOWN_GRACE.as_secs(), "requests still open after the shutdown grace period were cut off"),
+    }
 
     session_sweep.abort();
     drop(admin_socket);
