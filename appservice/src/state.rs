@@ -115,6 +115,13 @@ impl Store {
             move |source| StoreError::Io { path, source }
         };
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        // The folder contains the bot's private keys and the messages people sent it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+                .map_err(io(data_dir))?;
+        }
         let path = data_dir.join(STATE_FILE);
         let state = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Damaged {
@@ -213,6 +220,17 @@ mod tests {
         assert_eq!(state.grants["@a:x"].register, "BIG");
         assert_eq!(state.inbox.len(), 1);
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Store::open(&data_dir).unwrap();
+        let mode = fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "mode {mode:o}");
     }
 
     #[test]

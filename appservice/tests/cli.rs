@@ -31,6 +31,12 @@ fn generate_registration_writes_a_file_that_loads_and_is_never_overwritten() {
     assert_eq!(registration.sender_localpart, "verifier");
     assert_eq!(registration.url, "http://127.0.0.1:8009");
     assert!(registration.gatekeeper);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&output).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the registration holds secrets, mode {mode:o}");
+    }
 
     let second = run();
     assert!(!second.status.success(), "an existing registration must not be replaced");

@@ -115,10 +115,13 @@ struct VerificationCli {
     /// An organisation the user works for; repeat the flag for several.
     #[arg(long = "organisation")]
     organisations: Vec<String>,
+    /// The city of the work place, such as Utrecht.
     #[arg(long)]
     city: Option<String>,
+    /// The postal code of the work place, such as 3584 CX.
     #[arg(long)]
     postal_code: Option<String>,
+    /// The region of the work place, such as Utrecht or Île-de-France.
     #[arg(long)]
     region: Option<String>,
     /// An ISO 3166-1 alpha-2 code such as NL.
