@@ -161,6 +161,9 @@ async fn run(
         AdminCommand::CreateUser { username, password, admin } => {
             crate::service::accounts::check_new_password(&password)?;
             let user_id = services.accounts.create_user(&username, Some(&password), admin).await?;
+            let subject = AuditSubject { user_id: Some(user_id.as_str()), ..Default::default() };
+            let detail = serde_json::json!({ "method": "admin_cli", "admin": admin });
+            services.security.audit("registration", &subject, detail)?;
             Ok(AdminOutput::ok(format!("created {user_id}")))
         }
         AdminCommand::RegistrationTokenCreate { token, uses_allowed, expires_in_days } => {

@@ -117,4 +117,12 @@ async fn create_admin_user_then_login() {
     let dave = server.login("dave", PASSWORD).await;
     assert_eq!(dave.user_id, "@dave:localhost");
     assert!(!server.username_available("dave").await, "dave is not registered");
+
+    let audit = server.admin_ok(&["audit-log"]).await.stdout;
+    let created = audit
+        .lines()
+        .find(|line| line.contains("registration\tuser=@dave:localhost"))
+        .unwrap_or_else(|| panic!("the account made with the CLI is not audited:\n{audit}"));
+    assert!(created.contains(r#""method":"admin_cli""#), "{created}");
+    assert!(created.contains(r#""admin":true"#), "{created}");
 }
