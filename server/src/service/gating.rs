@@ -4,8 +4,8 @@
 //! Handlers call these checks before they change anything, so a refused request leaves no
 //! trace. A refusal is `M_FORBIDDEN` with a message that says what is missing.
 //!
-//! NOTE: `keys/query` and `keys/claim` are not gated, so a pending user can still fetch the
-//! device keys of any user whose ID they know.
+//! `keys/query` and `keys/claim` follow the lookup rule: a user below the `lookup` level gets
+//! no devices for the people they may not look up.
 
 use caduceus_config::MinimumLevel;
 use caduceus_directory::VerificationLevel;
@@ -244,19 +244,26 @@ pub fn check_member_event(
 /// `lookup` level a user can still look up themselves, exempt users and the people they share
 /// a joined room with.
 pub fn check_lookup(services: &Services, viewer: &UserId, target: &UserId) -> Result<()> {
-    if viewer == target || is_exempt(services, viewer) || is_exempt(services, target) {
+    if can_look_up(services, viewer, target)? {
         return Ok(());
     }
     let required = required_level(services.config.verification.lookup);
-    if services.directory.level(viewer)? >= required
-        || shares_joined_room(services, viewer, target)?
-    {
-        return Ok(());
-    }
     Err(Error::forbidden(format!(
         "You can look up colleagues {}. {HOW_TO_VERIFY}",
         once_verified(required)
     )))
+}
+
+/// Checks whether `viewer` may look up `target` by Matrix ID, by the rules of
+/// [`check_lookup`]. Key queries and claims use it to leave out the users a viewer may not
+/// look up, as if they had no devices.
+pub fn can_look_up(services: &Services, viewer: &UserId, target: &UserId) -> Result<bool> {
+    if viewer == target || is_exempt(services, viewer) || is_exempt(services, target) {
+        return Ok(true);
+    }
+    let required = required_level(services.config.verification.lookup);
+    Ok(services.directory.level(viewer)? >= required
+        || shares_joined_room(services, viewer, target)?)
 }
 
 /// Checks a to-device message. Below the `invite` level a user can send only to themselves,

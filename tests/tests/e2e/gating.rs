@@ -425,3 +425,42 @@ async fn revocation_takes_effect_at_once() {
     let audit = server.admin_ok(&["audit-log"]).await;
     assert!(audit.stdout.contains("register expired"), "reason not audited: {}", audit.stdout);
 }
+
+#[tokio::test]
+async fn key_queries_follow_the_lookup_rule() {
+    let server = TestServer::start().await;
+    let colleague = server.register("colleague").await;
+    let client = server.sdk_client().await;
+    client.matrix_auth().login_username("colleague", PASSWORD).send().await.unwrap();
+    // The first sync uploads the device keys and one-time keys.
+    client.sync_once(matrix_sdk::config::SyncSettings::default()).await.unwrap();
+    let pending = server.register_pending("pending").await;
+    let nurse = server.register("nurse").await;
+
+    let keys_query = "/_matrix/client/v3/keys/query";
+    let query = json!({ "device_keys": { colleague.user_id.as_str(): [] } });
+    let seen = server.post(keys_query, nurse.token(), &query).await;
+    seen.assert_status(200).assert_spec(keys_query);
+    let devices = seen.body["device_keys"][&colleague.user_id].as_object().cloned();
+    let device_id = devices
+        .and_then(|devices| devices.keys().next().cloned())
+        .unwrap_or_else(|| panic!("a verified user sees the colleague's device: {}", seen.body));
+
+    // A pending user gets the response for a user without devices.
+    let hidden = server.post(keys_query, pending.token(), &query).await;
+    hidden.assert_status(200).assert_spec(keys_query);
+    assert_eq!(hidden.body["device_keys"][&colleague.user_id], json!({}), "{}", hidden.body);
+
+    let keys_claim = "/_matrix/client/v3/keys/claim";
+    let claim = json!({
+        "one_time_keys": { colleague.user_id.as_str(): { device_id.as_str(): "signed_curve25519" } }
+    });
+    let rejected = server.post(keys_claim, pending.token(), &claim).await;
+    rejected.assert_status(200).assert_spec(keys_claim);
+    let claimed = &rejected.body["one_time_keys"][&colleague.user_id];
+    assert!(claimed.as_object().is_none_or(|keys| keys.is_empty()), "{}", rejected.body);
+    let granted = server.post(keys_claim, nurse.token(), &claim).await;
+    granted.assert_status(200);
+    let keys = granted.body["one_time_keys"][&colleague.user_id][&device_id].as_object();
+    assert!(keys.is_some_and(|keys| !keys.is_empty()), "{}", granted.body);
+}

@@ -14,6 +14,7 @@ use ruma::api::client::keys::{
 
 use crate::api::ruma::{Ruma, RumaResponse};
 use crate::error::Result;
+use crate::service::gating;
 use crate::service::keys::SigningKeysUpload;
 use crate::service::sync::parse_token;
 use crate::service::uia::confirm_password;
@@ -40,10 +41,21 @@ pub async fn get_keys(
     request: Ruma<get_keys_v3::Request>,
 ) -> Result<RumaResponse<get_keys_v3::Response>> {
     let sender = request.sender()?;
-    let result =
-        services.keys.query(&services.accounts, &sender.user_id, &request.body.device_keys)?;
+    let mut allowed = request.body.device_keys.clone();
+    let mut hidden = Vec::new();
+    for user_id in request.body.device_keys.keys() {
+        if !gating::can_look_up(&services, &sender.user_id, user_id)? {
+            allowed.remove(user_id);
+            hidden.push(user_id.clone());
+        }
+    }
+    let result = services.keys.query(&services.accounts, &sender.user_id, &allowed)?;
     let mut response = get_keys_v3::Response::new();
     response.device_keys = result.device_keys;
+    // Answered like a user without devices, so the reply does not reveal whether they exist.
+    for user_id in hidden {
+        response.device_keys.insert(user_id, Default::default());
+    }
     response.master_keys = result.master_keys;
     response.self_signing_keys = result.self_signing_keys;
     response.user_signing_keys = result.user_signing_keys;
@@ -55,7 +67,14 @@ pub async fn claim_keys(
     State(services): State<Arc<Services>>,
     request: Ruma<claim_keys_v3::Request>,
 ) -> Result<RumaResponse<claim_keys_v3::Response>> {
-    let claimed = services.keys.claim(&request.body.one_time_keys)?;
+    let sender = request.sender()?;
+    let mut allowed = request.body.one_time_keys.clone();
+    for user_id in request.body.one_time_keys.keys() {
+        if !gating::can_look_up(&services, &sender.user_id, user_id)? {
+            allowed.remove(user_id);
+        }
+    }
+    let claimed = services.keys.claim(&allowed)?;
     let mut response = claim_keys_v3::Response::new(claimed.one_time_keys);
     response.failures = claimed.failures;
     Ok(response.into())
