@@ -328,6 +328,7 @@ async fn admin_api_sets_and_reads_verification() {
         (json!({ "level": "medical" }), "M_BAD_JSON"),
         (json!({ "level": "medical", "evidence": { "source": 5 } }), "M_BAD_JSON"),
         (json!({ "level": "pending", "evidence": { "source": "officer" } }), "M_INVALID_PARAM"),
+        (json!({ "level": "pending" }), "M_INVALID_PARAM"),
         (json!({ "level": "medical", "evidence": { "source": "guess" } }), "M_INVALID_PARAM"),
         (json!({ "level": "medical", "evidence": { "source": "register" } }), "M_INVALID_PARAM"),
         (
@@ -339,6 +340,9 @@ async fn admin_api_sets_and_reads_verification() {
     for (bad, errcode) in bad_bodies {
         let response = server.put(&path, admin.token(), &bad).await;
         response.assert_matrix_error(400, errcode);
+        if bad["level"] == "pending" {
+            assert!(response.str_field("error").contains("DELETE"), "{}", response.body);
+        }
     }
     let not_json =
         server.request_bytes(reqwest::Method::PUT, &path, admin.token(), b"{level".to_vec()).await;

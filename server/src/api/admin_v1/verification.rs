@@ -134,6 +134,12 @@ pub async fn put_verification(
     let Some(body) = body else {
         return Err(Error::bad_json("The request body must contain the new level and evidence"));
     };
+    // Checked before the whole body, which for `pending` would fail on the missing evidence.
+    if body.get("level").and_then(Value::as_str) == Some("pending") {
+        return Err(Error::invalid_param(
+            "Level pending is set by revoking: send DELETE to this path instead",
+        ));
+    }
     let body: PutBody = serde_json::from_value(body)
         .map_err(|error| Error::bad_json(format!("The request body is invalid: {error}")))?;
     let level = match VerificationLevel::parse(&body.level) {
