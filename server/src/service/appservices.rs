@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 pub use self::registration::Appservice;
+use super::accounts::Sender;
 use super::rooms::Rooms;
 use super::stream::Stream;
 use crate::error::{Error, ErrorCode, Result};
@@ -97,6 +98,27 @@ impl Appservices {
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<Appservice>> {
         self.list.iter().find(|appservice| appservice.id() == id)
+    }
+
+    /// Returns the application service whose `as_token` authenticated `sender`, for
+    /// `m.login.application_service`. `action` ("Registering", "Logging in") starts the
+    /// message of the error when the request carried no token.
+    pub fn of_sender(&self, sender: Option<&Sender>, action: &str) -> Result<&Arc<Appservice>> {
+        let Some(sender) = sender else {
+            return Err(Error::new(
+                ErrorCode::MissingToken,
+                format!(
+                    "{action} with m.login.application_service needs the application \
+                     service's token"
+                ),
+            ));
+        };
+        sender.appservice_id.as_deref().and_then(|id| self.by_id(id)).ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownToken { soft_logout: false },
+                "The access token is not an application service's token",
+            )
+        })
     }
 
     /// Returns the verification gatekeeper, the registration marked

@@ -249,21 +249,7 @@ async fn register_for_appservice(
     body: register_v3::Request,
     address: Option<std::net::IpAddr>,
 ) -> Result<Response> {
-    let Some(sender) = sender else {
-        return Err(Error::new(
-            ErrorCode::MissingToken,
-            "Registering with m.login.application_service needs the application service's token",
-        ));
-    };
-    let appservice =
-        sender.appservice_id.as_deref().and_then(|id| services.appservices.by_id(id)).ok_or_else(
-            || {
-                Error::new(
-                    ErrorCode::UnknownToken { soft_logout: false },
-                    "The access token is not an application service's token",
-                )
-            },
-        )?;
+    let appservice = services.appservices.of_sender(sender, "Registering")?;
     let Some(localpart) = body.username.as_deref() else {
         return Err(Error::new(
             ErrorCode::MissingParam,

@@ -209,21 +209,7 @@ async fn login_for_appservice(
     user: &str,
     body: login_v3::Request,
 ) -> Result<RumaResponse<login_v3::Response>> {
-    let Some(sender) = sender else {
-        return Err(Error::new(
-            ErrorCode::MissingToken,
-            "Logging in with m.login.application_service needs the application service's token",
-        ));
-    };
-    let appservice =
-        sender.appservice_id.as_deref().and_then(|id| services.appservices.by_id(id)).ok_or_else(
-            || {
-                Error::new(
-                    ErrorCode::UnknownToken { soft_logout: false },
-                    "The access token is not an application service's token",
-                )
-            },
-        )?;
+    let appservice = services.appservices.of_sender(sender, "Logging in")?;
     let user_id = services.local_user_id(user)?;
     if !appservice.owns_user(&user_id) {
         return Err(Error::forbidden(
