@@ -1,11 +1,11 @@
 //! The verification bot: greets new accounts, checks registration numbers, hands ambiguous
 //! cases to officers and re-checks what it granted.
 //!
-//! One task runs everything the bot does, one step at a time (events from the inbox, the look
-//! at new accounts, the passes over all accounts, the re-checks), so no two steps race on the
+//! One task runs everything the bot does, one step at a time: events from the inbox, the look
+//! at new accounts, the passes over all accounts and the re-checks. So no two steps race on the
 //! state or on one person's verification. Every step is safe to repeat: an event whose
 //! handling was cut short by a crash is handled again after the restart, which at worst sends
-//! one answer twice.
+//! one reply twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,8 +192,8 @@ impl Bot {
         }
         match self.prepare_officers_room().await {
             Err(error) if error.is_transient() => Err(error),
-            // An officer account that does not exist yet must not keep the bot from starting;
-            // the room is made again when the first case needs it.
+            // An officer account that does not exist yet must not keep the bot from starting.
+            // The room is made when that account appears or when the first case needs it.
             Err(error) => {
                 tracing::warn!(%error, "cannot prepare the officers' room");
                 Ok(())
@@ -587,8 +587,8 @@ impl Bot {
             return self.send(room_id, messages::officer_help()).await;
         }
         if matches!(membership, "leave" | "ban") && is_their_direct_room {
-            // Without the other person the room is useless; a new one is opened when the bot
-            // next has something to say.
+            // Without the other person the room is useless, so the bot leaves it and opens a
+            // new one when it next has a message for them.
             self.save(|state| {
                 state.dm_rooms.remove(target);
                 state.awaiting_join.remove(room_id);
@@ -622,7 +622,7 @@ impl Bot {
         self.send(room_id, &reply).await
     }
 
-    /// Checks a registration number sent by `user_id` and returns the answer for them.
+    /// Checks a registration number sent by `user_id` and returns the reply for them.
     async fn check_number(
         &mut self,
         user_id: &str,
@@ -847,9 +847,9 @@ impl Bot {
         });
     }
 
-    /// Walks the account list. With `all`, from the start, to grant `identity` to pending
-    /// people who appeared on a roster or validated a trusted email since; otherwise only the
-    /// accounts created since the last look, which are greeted.
+    /// Walks the account list. With `all` it starts from the beginning, to grant `identity` to
+    /// pending people who appeared on a roster or validated a trusted email since. Otherwise it
+    /// reads only the accounts created since the last look, which are greeted.
     async fn scan_accounts(&mut self, all: bool) {
         let mut cursor =
             if all { None } else { self.store.read(|state| state.users_cursor.clone()) };
@@ -878,8 +878,8 @@ impl Bot {
         }
     }
 
-    /// Grants `identity` when a roster or a trusted email says so, and greets a pending
-    /// account the bot has not talked to yet.
+    /// Grants `identity` when a roster or a trusted email confirms it, greets a pending account
+    /// the bot has not talked to yet, and brings officers into the officers' room.
     async fn consider_account(&mut self, user: &UserRecord) -> Result<(), HsError> {
         let is_officer = self.config.officers.users.contains(&user.user_id);
         if is_officer && !user.deactivated {

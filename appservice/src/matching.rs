@@ -76,7 +76,7 @@ const PARTICLES: &[&str] = &[
     "del", "della", "dei",
 ];
 
-/// What the comparison concluded.
+/// The outcome of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Match,
@@ -245,7 +245,7 @@ pub fn compare(display_name: &str, register: &RegisterName) -> NameMatch {
     NameMatch { score, outcome, reasons }
 }
 
-/// How one given name of the display name compares with one of the entry, worst first.
+/// The match between one given name of the display name and one of the entry, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum GivenMatch {
     None,
@@ -350,7 +350,7 @@ fn fold(text: &str) -> String {
     folded
 }
 
-/// Whether two words differ by at most one edit (insertion, deletion, substitution or the swap
+/// Checks whether two words differ by at most one edit (insertion, deletion, substitution or the swap
 /// of two neighbours), for words long enough that one edit is a typo and not another name.
 fn one_typo(a: &str, b: &str) -> bool {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
@@ -360,7 +360,7 @@ fn one_typo(a: &str, b: &str) -> bool {
     edit_distance(&a, &b) <= 1
 }
 
-/// The optimal string alignment distance between two words.
+/// Returns the optimal string alignment distance between two words.
 fn edit_distance(a: &[char], b: &[char]) -> usize {
     let width = b.len() + 1;
     let mut rows = vec![0usize; (a.len() + 1) * width];

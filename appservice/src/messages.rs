@@ -1,4 +1,4 @@
-//! What the bot says, in plain words for clinicians and officers.
+//! The bot's messages, in plain words for clinicians and officers.
 
 use crate::registers::RegisterEntry;
 use crate::state::ReviewCase;
@@ -12,7 +12,7 @@ fn or_list(names: &[&str]) -> String {
     }
 }
 
-/// An example message for the first register, such as "BIG 19012345601".
+/// Returns an example message for the first register, such as "BIG 19012345601".
 fn example(names: &[&str]) -> String {
     let name = names.first().copied().unwrap_or("BIG");
     let number = match name.to_ascii_uppercase().as_str() {

@@ -2,8 +2,8 @@
 //!
 //! Each register is read with the column mapping of its config and kept in memory, keyed by the
 //! normalised registration number. A file that cannot be read keeps the entries of its last
-//! good version, so a half-copied export never revokes anyone; such a register is marked as not
-//! `healthy` and re-verification skips it until a good version is read.
+//! good version, so a half-copied export never revokes anyone. Such a register is marked as not
+//! `healthy`, and re-verification skips it until a good version is read.
 
 use std::collections::BTreeMap;
 
@@ -71,7 +71,7 @@ impl Register {
         &self.config.name
     }
 
-    /// Whether the last read of the file succeeded.
+    /// Checks whether the last read of the file succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy
     }
@@ -238,7 +238,7 @@ impl Registers {
         self.registers.iter().find(|register| register.name().eq_ignore_ascii_case(name))
     }
 
-    /// The register names, as configured.
+    /// Returns the register names, as configured.
     pub fn names(&self) -> Vec<&str> {
         self.registers.iter().map(Register::name).collect()
     }
@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_name_column_and_a_broken_file() {
+    fn full_name_column_and_broken_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reg.tsv");
         std::fs::write(&path, "nr\tnaam\tstatus\n12-34\tde Vries, Jan\tactief\n").unwrap();

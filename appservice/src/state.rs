@@ -1,7 +1,7 @@
 //! The gatekeeper's durable state: one JSON file in the data dir, replaced atomically.
 //!
 //! Every change is written to `state.json.tmp`, flushed to disk, renamed over `state.json`, and
-//! the folder is flushed, so after a crash the file holds either the old or the new state, never
+//! the folder is flushed, so after a crash the file contains either the old or the new state, never
 //! a mix. The state is small (a few records per account), so rewriting it whole is cheap at the
 //! size of a hospital. A transaction is acknowledged to the homeserver only after its events
 //! are in the inbox here, so an event the homeserver considers delivered survives a crash.
@@ -27,7 +27,7 @@ const STATE_FILE: &str = "state.json";
 pub struct State {
     /// The device the bot got from its first login, reused by later logins.
     pub device_id: Option<String>,
-    /// Where the last look at the homeserver's account list stopped.
+    /// The position where the last look at the homeserver's account list stopped.
     pub users_cursor: Option<String>,
     /// IDs of transactions already accepted, oldest first.
     pub processed_txns: VecDeque<String>,
@@ -78,7 +78,7 @@ pub struct ReviewCase {
     pub number: String,
     pub display_name: String,
     pub register_name: String,
-    /// Why the bot could not decide alone, with the score.
+    /// The reason the bot could not decide alone, with the score.
     pub reason: String,
     pub created_ts: u64,
 }
@@ -234,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_transaction_adds_nothing() {
+    fn repeated_transaction_adds_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let events = vec![json!({"event_id": "$1"})];
@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_is_refused() {
+    fn damaged_file_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(STATE_FILE), "{not json").unwrap();
         let error = Store::open(dir.path()).unwrap_err().to_string();

@@ -55,7 +55,7 @@ impl Default for HomeserverConfig {
     }
 }
 
-/// Where the application service listens and keeps its state.
+/// The address the application service listens on and the folder of its state.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServiceConfig {

@@ -17,7 +17,7 @@ use crate::SERVER_NAME;
 /// The localpart of the gatekeeper's bot user in tests.
 pub const BOT_LOCALPART: &str = "verification";
 
-/// Maximum time a started appservice may take to answer a ping.
+/// Maximum time a started appservice may take to respond to a ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Returns the path of the `caduceus-appservice` binary under test: `CADUCEUS_APPSERVICE_BIN`
@@ -95,9 +95,9 @@ impl TestAppservice {
         }
     }
 
-    /// The `[appservices]` section that makes a homeserver load this registration. Failed
-    /// transactions are retried within two seconds, so tests that stop the appservice do not
-    /// wait for the production back-off.
+    /// Returns the `[appservices]` section that makes a homeserver load this registration.
+    /// Failed transactions are retried within two seconds, so tests that stop the appservice do
+    /// not wait for the production back-off.
     pub fn homeserver_config(&self) -> String {
         let path = self.registration_path();
         let path = path.to_str().expect("the temporary path is UTF-8");
@@ -111,12 +111,12 @@ impl TestAppservice {
         self.dir.path().join("registration.yaml")
     }
 
-    /// The folder of the appservice's config; register files can be put here.
+    /// Returns the folder of the appservice's config, where tests put register files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// The bot's user ID.
+    /// Returns the bot's user ID.
     pub fn bot_user_id(&self) -> String {
         format!("@{BOT_LOCALPART}:{SERVER_NAME}")
     }
@@ -208,7 +208,7 @@ impl TestAppservice {
             }
             assert!(
                 Instant::now() < deadline,
-                "caduceus-appservice did not answer a ping within {READY_TIMEOUT:?}\n{}",
+                "caduceus-appservice did not respond to a ping within {READY_TIMEOUT:?}\n{}",
                 self.output()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

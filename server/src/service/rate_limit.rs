@@ -2,7 +2,7 @@
 //! (`[rate_limits]` in the config).
 //!
 //! Buckets live in memory only. A restart refills them, which is harmless because they protect
-//! against bursts of seconds to minutes; the lockout after wrong passwords, which must survive a
+//! against bursts of seconds to minutes. The lockout after wrong passwords, which must survive a
 //! restart, is stored by the `security` service.
 
 use std::collections::HashMap;
@@ -73,7 +73,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
 /// The rate limits of the client API, one limiter per class in `[rate_limits]`.
 ///
-/// Checks of what a user does take `exempt`: application services whose registration says
+/// Checks of what a user does take `exempt`: application services whose registration sets
 /// `rate_limited: false` pass `true` and are never limited.
 pub struct RateLimits {
     registration: RateLimiter<IpAddr>,
@@ -121,7 +121,7 @@ impl RateLimits {
             .map_err(|retry_after| limit_exceeded(retry_after, "logins from this address"))
     }
 
-    /// Counts a `POST /login` request for the account `user_id`, whoever sends it.
+    /// Counts a `POST /login` request for the account `user_id`, from any sender.
     pub fn check_login_user(&self, user_id: &UserId) -> Result<()> {
         self.login_per_user
             .acquire(&user_id.to_owned())

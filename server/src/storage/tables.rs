@@ -196,7 +196,7 @@ pub struct AccessTokenRecord {
     pub replaces_refresh_token_hash: Option<Vec<u8>>,
 }
 
-/// How a device signed in.
+/// The way a device signed in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
@@ -569,7 +569,7 @@ pub struct DirectoryProfileRecord {
     /// whatever this flag says.
     pub listed: bool,
     pub updated_ts: u64,
-    /// How the level was established; `None` for pending users and for records written
+    /// The evidence that established the level; `None` for pending users and for records written
     /// before evidence was stored.
     #[serde(default)]
     pub evidence: Option<VerificationEvidence>,
@@ -593,7 +593,7 @@ pub struct VerificationEvidence {
     pub note: Option<String>,
 }
 
-/// Where a verification came from.
+/// The source of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvidenceSource {
@@ -692,7 +692,7 @@ pub struct DeletionRequestRecord {
     pub decision_reason: Option<String>,
 }
 
-/// Where a deletion request stands.
+/// The state of a deletion request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeletionState {

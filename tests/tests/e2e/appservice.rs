@@ -24,7 +24,7 @@ const AS_TOKEN: &str = "bridge-as-token-0123456789";
 const HS_TOKEN: &str = "bridge-hs-token-0123456789";
 const OTHER_AS_TOKEN: &str = "other-as-token-0123456789";
 
-/// How the test application service answers transactions and pings.
+/// The responses of the test application service to transactions and pings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
     Normal,
@@ -49,7 +49,7 @@ struct Recorded {
 struct AsState {
     mode: Mutex<Mode>,
     recorded: Mutex<Recorded>,
-    /// Users and aliases the service knows and creates when queried.
+    /// Users and aliases the service creates when queried.
     known_users: HashSet<String>,
     known_aliases: HashSet<String>,
     homeserver: Mutex<Option<String>>,
@@ -131,7 +131,7 @@ impl TestAppservice {
         *self.state.homeserver.lock().unwrap() = Some(server.base_url());
     }
 
-    /// The event IDs of every acknowledged transaction, in order.
+    /// Returns the event IDs of every acknowledged transaction, in order.
     fn delivered_event_ids(&self) -> Vec<String> {
         let recorded = self.state.recorded.lock().unwrap();
         recorded
@@ -229,7 +229,7 @@ async fn ping(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Strin
     }
 }
 
-/// Registers a known user through the homeserver before answering, as a bridge does.
+/// Registers a known user through the homeserver before responding, as a bridge does.
 async fn query_user(
     State(state): State<Arc<AsState>>,
     UrlPath(user_id): UrlPath<String>,
@@ -256,7 +256,7 @@ async fn query_user(
     Json(json!({})).into_response()
 }
 
-/// Creates the room of a known alias through the homeserver before answering.
+/// Creates the room of a known alias through the homeserver before responding.
 async fn query_alias(
     State(state): State<Arc<AsState>>,
     UrlPath(alias): UrlPath<String>,
@@ -375,7 +375,7 @@ async fn send_text(
     response.str_field("event_id").to_owned()
 }
 
-/// A room created by alice with the bridge user @bridge_bob joined, so every event in it
+/// Creates a room of alice's that the bridge user @bridge_bob joins, so every event in it
 /// interests the bridge.
 async fn shared_room(server: &TestServer) -> (caduceus_tests::Account, String) {
     let alice = server.register("alice").await;

@@ -19,18 +19,18 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How long the bot may take to answer, including a homeserver retrying a transaction.
+/// Maximum time the bot may take to reply, including a homeserver retrying a transaction.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 const SEARCH: &str = "/_matrix/client/v3/user_directory/search";
 
-/// The example BIG register, copied so a test can rewrite it.
+/// Returns the path of the example BIG register, which tests copy so they can rewrite it.
 fn example_register() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../appservice/examples/registers/big.csv")
 }
 
-/// The gatekeeper's settings in tests: the example BIG register, quick polling and a re-check
-/// every `recheck_secs`.
+/// Returns the gatekeeper's settings in tests: the example BIG register, quick polling and a
+/// re-check every `recheck_secs`.
 fn gatekeeper_config(recheck_secs: u64) -> String {
     format!(
         "[bot]\n\
@@ -213,7 +213,7 @@ async fn assert_encrypted_both_ways(
     person: &Person,
     room_id: &OwnedRoomId,
 ) {
-    let room = person.client.get_room(room_id).expect("the client knows the direct chat");
+    let room = person.client.get_room(room_id).expect("the client has the direct chat");
     let state = room.latest_encryption_state().await.expect("the encryption state is known");
     assert!(state.is_encrypted(), "the direct chat with the bot is not encrypted");
 
@@ -257,7 +257,7 @@ async fn greeted_person(setup: &Setup, localpart: &str) -> (Account, Person, Own
 }
 
 #[tokio::test]
-async fn new_user_verified_with_a_big_number_enters_the_directory() {
+async fn big_number_grants_medical_and_listing() {
     let setup = Setup::start(3600).await;
     let server = &setup.server;
 
@@ -309,7 +309,7 @@ async fn new_user_verified_with_a_big_number_enters_the_directory() {
 }
 
 #[tokio::test]
-async fn wrong_name_and_struck_off_numbers_are_refused_in_plain_words() {
+async fn bot_rejects_wrong_numbers_plainly() {
     let setup = Setup::start(3600).await;
     let (jan, mut person, room_id) = greeted_person(&setup, "jan").await;
 
@@ -325,7 +325,7 @@ async fn wrong_name_and_struck_off_numbers_are_refused_in_plain_words() {
 }
 
 #[tokio::test]
-async fn struck_off_number_loses_medical_at_the_next_recheck() {
+async fn recheck_revokes_struck_off_number() {
     let setup = Setup::start(2).await;
     let (jan, mut person, room_id) = greeted_person(&setup, "jan").await;
     person.say(&room_id, "BIG 19012345601").await;
@@ -346,7 +346,7 @@ async fn struck_off_number_loses_medical_at_the_next_recheck() {
 }
 
 #[tokio::test]
-async fn message_sent_while_the_gatekeeper_is_down_is_answered_after_restart() {
+async fn gatekeeper_outage_loses_no_message() {
     let mut setup = Setup::start(3600).await;
     let (jan, mut person, room_id) = greeted_person(&setup, "jan").await;
 
@@ -361,7 +361,7 @@ async fn message_sent_while_the_gatekeeper_is_down_is_answered_after_restart() {
 }
 
 #[tokio::test]
-async fn an_officer_decides_an_ambiguous_name() {
+async fn officer_decides_ambiguous_name() {
     let setup = Setup::start(3600).await;
     let server = &setup.server;
     server.register("officer").await;

@@ -52,7 +52,7 @@ pub async fn get_keys(
     let result = services.keys.query(&services.accounts, &sender.user_id, &allowed)?;
     let mut response = get_keys_v3::Response::new();
     response.device_keys = result.device_keys;
-    // Answered like a user without devices, so the reply does not reveal whether they exist.
+    // Returned like a user without devices, so the response does not reveal whether they exist.
     for user_id in hidden {
         response.device_keys.insert(user_id, Default::default());
     }

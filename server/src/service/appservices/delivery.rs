@@ -3,10 +3,10 @@
 //! Durability: the rooms service records every PDU under its stream position in the same batch
 //! that stores it (`event_positions`). Each application service has a record with the position
 //! up to which its events are delivered. A delivery task reads the events after that position,
-//! up to the stream's visible position (below which every event is committed), keeps those the
-//! service is interested in and stores them as the transaction in flight, with its ID, before
-//! the first attempt. Only a 200 answer with a JSON object moves the position on and clears the
-//! transaction, in one synced write. A crash of either side therefore loses nothing: after a
+//! up to the stream's visible position, below which every event is committed. It keeps those
+//! the service is interested in and stores them as the transaction in flight, with its ID,
+//! before the first attempt. Only a 200 response with a JSON object moves the position on and
+//! clears the transaction, in one synced write. A crash of either side therefore loses nothing: after a
 //! restart the same transaction is sent again with the same ID, and later events follow it.
 //! One transaction per service is in flight at a time, so events arrive in stream order.
 //!
@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::storage::tables::PduRecord;
 use crate::storage::tables::{AppserviceQueueRecord, PendingTransaction, APPSERVICE_QUEUES};
 
-/// The most stream positions one transaction covers, and so the most events it carries.
+/// Maximum number of stream positions one transaction covers, and so of events it carries.
 const MAX_EVENTS_PER_TRANSACTION: usize = 100;
 
 /// How long an idle delivery task waits for a new event before it looks again anyway.
@@ -40,7 +40,7 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// transaction.
 const MAX_EPHEMERAL_QUEUED: usize = 1000;
 
-/// What one delivery step did.
+/// The outcome of one delivery step.
 enum Step {
     /// A transaction was delivered, or positions of no interest were passed over.
     Progress,
@@ -221,7 +221,7 @@ impl Appservices {
             Ok(response) if response.status() == reqwest::StatusCode::OK => {
                 match response.json::<Value>().await {
                     Ok(Value::Object(_)) => return Ok(true),
-                    Ok(_) | Err(_) => "the answer is not a JSON object".to_owned(),
+                    Ok(_) | Err(_) => "the response is not a JSON object".to_owned(),
                 }
             }
             Ok(response) => format!("status {}", response.status().as_u16()),
@@ -239,7 +239,7 @@ impl Appservices {
 
     /// Whether an event concerns the application service: its sender or state key is a user
     /// of the service, or its room matches a room or alias namespace or has a joined member
-    /// who is a user of the service. Room answers are cached per transaction in `rooms`.
+    /// who is a user of the service. Results per room are cached per transaction in `rooms`.
     fn is_interested(
         &self,
         appservice: &Appservice,
@@ -275,7 +275,8 @@ impl Appservices {
         }))
     }
 
-    /// The wait after `failures` failed attempts in a row: the base doubled each time, capped.
+    /// Returns the wait after `failures` failed attempts in a row: the base doubled each time,
+    /// capped.
     fn backoff(&self, failures: u32) -> Duration {
         let factor = 1u64 << failures.saturating_sub(1).min(32);
         let millis = self.config.retry_base_ms.saturating_mul(factor).min(self.config.retry_max_ms);
@@ -283,7 +284,7 @@ impl Appservices {
     }
 }
 
-/// The delivery task of one application service; it runs until the server stops.
+/// Runs the delivery task of one application service until the server stops.
 async fn deliver(appservices: Arc<Appservices>, appservice: Arc<Appservice>) {
     let mut failures = 0u32;
     loop {

@@ -61,17 +61,19 @@ impl Appservice {
         &self.registration.id
     }
 
-    /// The base URL without a trailing slash, or `None` when the service takes no traffic.
+    /// Returns the base URL without a trailing slash, or `None` when the service takes no
+    /// traffic.
     pub fn url(&self) -> Option<&str> {
         self.registration.url.as_deref().map(|url| url.trim_end_matches('/'))
     }
 
-    /// Whether the service may act as this user: its sender or a user in its user namespaces.
+    /// Checks whether the service may act as this user: its sender or a user in its user
+    /// namespaces.
     pub fn owns_user(&self, user_id: &UserId) -> bool {
         user_id == self.sender || self.users.iter().any(|ns| ns.matches(user_id.as_str()))
     }
 
-    /// Whether the user falls in one of the service's exclusive user namespaces.
+    /// Checks whether the user falls in one of the service's exclusive user namespaces.
     pub fn has_exclusive_user(&self, user_id: &UserId) -> bool {
         self.users.iter().any(|ns| ns.exclusive && ns.matches(user_id.as_str()))
     }
@@ -88,8 +90,8 @@ impl Appservice {
         self.rooms.iter().any(|ns| ns.matches(room_id.as_str()))
     }
 
-    /// Whether the service declares alias namespaces at all, so callers can skip looking up a
-    /// room's aliases for services that would never match them.
+    /// Checks whether the service declares alias namespaces at all, so callers can skip
+    /// looking up a room's aliases for services that would never match them.
     pub fn has_alias_namespaces(&self) -> bool {
         !self.aliases.is_empty()
     }
